@@ -1,0 +1,6 @@
+"""Frozen priors: the denoiser abstraction, adapters for users' networks, closed-form test priors."""
+from .base import CallablePrior, Diffusion, NetworkPrior, Prior, as_prior, freeze
+from .gaussian import DiagonalGaussian, Gaussian, GaussianMixture, StationaryGaussian
+
+__all__ = ["Prior", "CallablePrior", "NetworkPrior", "Diffusion", "as_prior", "freeze",
+           "Gaussian", "DiagonalGaussian", "StationaryGaussian", "GaussianMixture"]

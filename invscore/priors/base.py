@@ -1,0 +1,189 @@
+"""The frozen prior and its view under an SDE.
+
+A prior is anything that gives the denoiser ``D(x, sigma) ≈ E[x0 | x0 + sigma z = x]`` in
+variance-exploding coordinates (Karras et al. 2022, EDM, eq. 2–3). Under a linear SDE with
+``x_t = alpha x0 + sigma_t z`` the same denoiser gives, with ``r = sigma_t / alpha`` (EDM eq. 4),
+
+    x0_hat(x_t, t) = D(x_t / alpha, r)                  (Tweedie's formula, Efron 2011)
+    score(x_t, t)  = (alpha x0_hat − x_t) / sigma_t²
+    eps(x_t, t)    = (x_t − alpha x0_hat) / sigma_t
+
+so one network serves VE, VP and sub-VP sampling. :class:`Diffusion` is that view; samplers and
+conditional terms only talk to it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..sde import SDE, bcast
+
+__all__ = ["Prior", "CallablePrior", "NetworkPrior", "Diffusion", "freeze", "as_prior"]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode and stop gradients into its parameters (inputs still get them)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+class Prior(nn.Module):
+    """A frozen prior: ``denoise(x, sigma)`` returns E[x0 | x] for ``x = x0 + sigma z`` (VE coordinates).
+
+    ``sigma`` is a tensor of shape ``(B,)``. Subclasses implement :meth:`denoise`. A prior stays in eval
+    mode whatever ``.train()`` is asked, and its parameters never require gradients.
+    """
+
+    #: shape of one sample, e.g. ``(1, 32, 32)``; ``None`` when any shape is accepted
+    data_shape: tuple | None = None
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return self.denoise(x, sigma)
+
+    def train(self, mode: bool = True):
+        # frozen by contract: a caller's model.train() must not switch dropout/BN statistics on
+        return super().train(False)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the expected and received shape if ``x`` does not fit the prior."""
+        if not torch.is_floating_point(x):
+            raise TypeError(f"expected a floating-point tensor, got dtype {x.dtype}; convert with x.float()")
+        if self.data_shape is not None and tuple(x.shape[1:]) != tuple(self.data_shape):
+            raise ValueError(
+                f"input shape does not fit the prior: expected (B, {', '.join(map(str, self.data_shape))}), "
+                f"got {tuple(x.shape)}; resize the input or use a prior trained for that size"
+            )
+
+
+class CallablePrior(Prior):
+    """Wrap a plain callable ``fn(x, sigma) -> x0_hat`` (or an ``nn.Module`` denoiser) as a frozen prior."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data_shape=None):
+        super().__init__()
+        if isinstance(fn, nn.Module):
+            freeze(fn)
+        self.fn = fn
+        self.data_shape = tuple(data_shape) if data_shape is not None else getattr(fn, "data_shape", None)
+
+    def denoise(self, x, sigma):
+        return self.fn(x, sigma)
+
+
+_PARAMS = ("x0", "eps", "v", "score")
+
+
+class NetworkPrior(Prior):
+    """Adapter for a network trained under its own SDE and parametrisation (the library API for a
+    user's own model). ``net(x_t, c(t))`` predicts, at native time ``t`` with ``x_t = a x0 + s z``:
+
+    - ``'x0'``: x0 directly;              x0 = out
+    - ``'eps'`` (DDPM, Ho et al. 2020):   x0 = (x_t − s·out) / a
+    - ``'v'`` (Salimans & Ho 2022, VP):   x0 = a x_t − s·out
+    - ``'score'`` (Song et al. 2021):     x0 = (x_t + s²·out) / a
+
+    ``time_input`` maps the native time to the network's conditioning: ``'t'`` (continuous time),
+    ``'sigma'`` (the native std, as NCSN/NCSN++ VE models), ``'ddpm'`` (``t·(N−1)`` for N-step DDPM
+    models), or a callable ``(t, sde) -> tensor``. A VE query ``(x, sigma)`` becomes the native time
+    ``t = sde.ratio_to_t(sigma)`` and input ``a(t)·x``.
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, parametrization: str = "eps", time_input="t",
+                 num_steps: int = 1000, data_shape=None):
+        super().__init__()
+        if parametrization not in _PARAMS:
+            raise ValueError(f"unknown parametrization {parametrization!r}; expected one of {_PARAMS}")
+        if parametrization == "v":
+            t = torch.linspace(sde.t_min, sde.T, 7, dtype=torch.float64)
+            if not torch.allclose(sde.alpha(t) ** 2 + sde.sigma(t) ** 2, torch.ones_like(t), atol=1e-6):
+                raise ValueError("the 'v' parametrization needs a variance-preserving SDE (alpha² + sigma² = 1); "
+                                 f"got {sde!r}: use VPSDE or another parametrization")
+        self.net = freeze(net)
+        self.sde, self.parametrization, self.num_steps = sde, parametrization, num_steps
+        self.time_input = time_input
+        self.data_shape = tuple(data_shape) if data_shape is not None else None
+
+    def _cond(self, t):
+        ti = self.time_input
+        if callable(ti):
+            return ti(t, self.sde)
+        if ti == "t":
+            return t
+        if ti == "sigma":
+            return self.sde.sigma(t)
+        if ti == "ddpm":
+            return t / self.sde.T * (self.num_steps - 1)
+        raise ValueError(f"unknown time_input {ti!r}; expected 't', 'sigma', 'ddpm' or a callable (t, sde)")
+
+    def denoise(self, x, sigma):
+        t = self.sde.ratio_to_t(sigma).clamp(self.sde.t_min, self.sde.T)
+        a, s = bcast(self.sde.alpha(t), x), bcast(self.sde.sigma(t), x)
+        xt = a * x
+        out = self.net(xt, self._cond(t))
+        p = self.parametrization
+        if p == "x0":
+            return out
+        if p == "eps":
+            return (xt - s * out) / a
+        if p == "v":
+            return a * xt - s * out
+        return (xt + s**2 * out) / a
+
+
+def as_prior(obj) -> Prior:
+    """Return ``obj`` if it is a :class:`Prior`, else wrap a callable denoiser ``D(x, sigma)``."""
+    if isinstance(obj, Prior):
+        return obj
+    if callable(obj):
+        return CallablePrior(obj)
+    raise TypeError(f"expected a Prior or a callable denoiser D(x, sigma), got {type(obj).__name__}")
+
+
+class Diffusion:
+    """A frozen prior seen through a forward SDE: Tweedie estimate, score and noise prediction at time t.
+
+    Counts network evaluations in :attr:`nfe` (a Python int, so counting never syncs a device).
+    Conditional terms subclass or wrap this and override :meth:`x0`; the score and eps follow from it,
+    so every sampler is guided the same way (Dhariwal & Nichol 2021, Algorithm 2 vs eq. 12–14: adding
+    ``∇ log p`` to the score is the same as shifting eps by ``−sigma ∇ log p``).
+    """
+
+    def __init__(self, prior, sde: SDE):
+        self.prior, self.sde = as_prior(prior), sde
+        self.nfe = 0
+
+    def _sigma_batch(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        r = r.to(device=x.device, dtype=x.dtype)
+        return r.expand(x.shape[0]) if r.ndim == 0 else r
+
+    def x0(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Tweedie estimate E[x0 | x_t] = D(x_t / alpha(t), sigma(t)/alpha(t))."""
+        t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+        a = bcast(self.sde.alpha(t), x)
+        self.nfe += 1
+        return self.prior.denoise(x / a, self._sigma_batch(self.sde.ratio(t), x))
+
+    def score_from_x0(self, x, t, x0):
+        """``(alpha x0 − x) / sigma²``: the score implied by a Tweedie estimate (no network call)."""
+        t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+        return (bcast(self.sde.alpha(t), x) * x0 - x) / bcast(self.sde.sigma(t) ** 2, x)
+
+    def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """∇_x log p_t(x) from the Tweedie estimate."""
+        return self.score_from_x0(x, t, self.x0(x, t))
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Noise prediction ``(x − alpha x0_hat) / sigma`` (= −sigma · score)."""
+        t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+        return (x - bcast(self.sde.alpha(t), x) * self.x0(x, t)) / bcast(self.sde.sigma(t), x)
+
+    def post_step(self, x: torch.Tensor, t: torch.Tensor, generator=None, final: bool = False) -> torch.Tensor:
+        """Correction applied after every sampler step (identity here; projections override it).
+        ``final`` marks the noise-free state returned to the user."""
+        return x
