@@ -1,0 +1,17 @@
+"""Small helpers shared across invscore."""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["resolve_device"]
+
+
+def resolve_device(device="auto") -> torch.device:
+    """``'auto'`` → CUDA when present, else CPU; any other value is passed to ``torch.device``.
+    Asking for CUDA on a machine without it is an error that says so."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available here; use --device cpu or auto")
+    return dev
