@@ -1,0 +1,155 @@
+"""Blur operators y = k * x: circular (FFT, exact SVD) and spatial with reflect padding (kornia).
+
+Both use a true convolution with the kernel centre at (kh // 2, kw // 2); see ``operators.kernels``.
+Kernels that do not sum to 1 are refused unless ``normalize=True`` (see ``check_kernel``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from kornia.filters import filter2d, filter2d_separable
+
+from .base import LinearOperator
+from .kernels import check_kernel
+from .masks import _img_size
+from .svd import SVDOperator
+
+__all__ = ["BlurFFT", "Blur"]
+
+
+class BlurFFT(SVDOperator):
+    """Circular convolution A x = F⁻¹(Ĥ ⊙ F x), diagonalised by the unitary DFT F (Gonzalez & Woods, §4.7).
+
+    SVD with complex unitary factors: V = Fᴴ, U = Fᴴ diag(e^{i∠Ĥ}), s = |Ĥ| (per channel, flattened
+    over (C, H, W)), so ``V_T(x) = fft2(x, norm='ortho').flatten(1)`` is complex. Frequencies with
+    |Ĥ| > svd_rtol·max|Ĥ| are *measured*; the set is conjugate-symmetric, so projections of real images
+    are real. Fast paths use ``rfft2``.
+    """
+
+    def __init__(self, kernel, img_size, noise=None, normalize: bool = False, svd_rtol: float = 1e-6,
+                 dtype: torch.dtype | None = None):
+        c, h, w = _img_size(img_size)
+        k = check_kernel(kernel, normalize).to(torch.float64)
+        kh, kw = k.shape
+        if kh > h or kw > w:
+            raise ValueError(f"BlurFFT: expected a kernel no larger than the image {h}x{w}, got {kh}x{kw}")
+        super().__init__((c, h, w), (c, h, w), noise)
+        pad = torch.zeros(h, w, dtype=torch.float64)
+        pad[:kh, :kw] = k
+        # Move the kernel centre to pixel (0, 0) so the circular convolution does not shift the image.
+        pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+        H = torch.fft.fft2(pad)
+        mag = H.abs()
+        phase = torch.where(mag > 0, H / torch.where(mag > 0, mag, torch.ones_like(mag)), torch.ones_like(H))
+        dtype = dtype or torch.get_default_dtype()
+        self.register_buffer("kernel", k.to(dtype), persistent=False)
+        # Complex buffers would lose their imaginary part under Module.to(float64); store them as real views.
+        self.register_buffer("_phase", torch.view_as_real(phase).to(dtype), persistent=False)
+        Hr = torch.fft.rfft2(pad)
+        self.register_buffer("_Hr", torch.view_as_real(Hr).to(dtype), persistent=False)
+        self._register_svd(mag.expand(c, h, w).flatten().to(dtype), rtol=svd_rtol)
+        keep = mag[:, : w // 2 + 1] > self.svd_rtol * mag.max()
+        Hr_inv = torch.where(keep, 1.0 / torch.where(keep, Hr, torch.ones_like(Hr)), torch.zeros_like(Hr))
+        self.register_buffer("_Hr_inv", torch.view_as_real(Hr_inv).to(dtype), persistent=False)
+        self.register_buffer("_keep_r", keep, persistent=False)
+
+    def _filter(self, x, spectrum):
+        hw = self.input_shape[1:]
+        return torch.fft.irfft2(torch.fft.rfft2(x) * spectrum, s=hw)
+
+    # Fast closed forms in the half spectrum (rfft2): A, Aᵀ (conjugate), A⁺ (truncated inverse), AᵀA.
+    def _A(self, x):
+        return self._filter(x, torch.view_as_complex(self._Hr))
+
+    def _A_T(self, y):
+        return self._filter(y, torch.view_as_complex(self._Hr).conj())
+
+    def _A_pinv(self, y):
+        return self._filter(y, torch.view_as_complex(self._Hr_inv))
+
+    def _AtA(self, x):
+        return self._filter(x, torch.view_as_complex(self._Hr).abs().square())
+
+    def _project_measured(self, x):
+        return self._filter(x, self._keep_r.to(x.dtype))
+
+    # Unitary factors (complex spectral coordinates).
+    def V_T(self, x):
+        return torch.fft.fft2(x, norm="ortho").flatten(1)
+
+    def V(self, z):
+        return torch.fft.ifft2(z.view(z.shape[0], *self.input_shape), norm="ortho").real
+
+    def U_T(self, y):
+        return (torch.fft.fft2(y, norm="ortho") * torch.view_as_complex(self._phase).conj()).flatten(1)
+
+    def U(self, z):
+        z = z.view(z.shape[0], *self.output_shape) * torch.view_as_complex(self._phase)
+        return torch.fft.ifft2(z, norm="ortho").real
+
+
+def _fold_reflect(z: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:
+    """Adjoint of reflect padding along ``dim``: add the padded margins back onto their mirror pixels."""
+    n = z.shape[dim] - before - after
+    out = z.narrow(dim, before, n).clone()
+    if before:
+        # Padded index j < before copies pixel (before - j), so the margin lands flipped on pixels 1..before.
+        out.narrow(dim, 1, before).add_(z.narrow(dim, 0, before).flip(dim))
+    if after:
+        # Padded index before + n + t copies pixel n - 2 - t, i.e. pixels n-1-after .. n-2 in reverse.
+        out.narrow(dim, n - 1 - after, after).add_(z.narrow(dim, before + n, after).flip(dim))
+    return out
+
+
+def _corr_adjoint(y: torch.Tensor, kc: torch.Tensor) -> torch.Tensor:
+    """Exact adjoint of ``kornia.filters.filter2d(x, kc, border_type='reflect')`` (odd kernel kc).
+
+    filter2d = (valid correlation) ∘ (reflect pad), so its adjoint is (pad)ᵀ ∘ (transposed convolution).
+    """
+    b, c, h, w = y.shape
+    kh, kw = kc.shape
+    z = F.conv_transpose2d(y.reshape(b * c, 1, h, w), kc[None, None].to(y.dtype))
+    z = _fold_reflect(z, 2, kh // 2, kh // 2)
+    z = _fold_reflect(z, 3, kw // 2, kw // 2)
+    return z.view(b, c, h, w)
+
+
+class Blur(LinearOperator):
+    """Spatial convolution y = k * x with reflect boundary (``kornia.filters.filter2d``, border 'reflect').
+
+    Aᵀ is the exact adjoint in closed form (transposed convolution, then the reflect padding folded
+    back); A⁺ uses conjugate gradients (no closed form with reflect boundaries). A rank-1 kernel
+    (e.g. Gaussian) runs as two 1-D passes (``filter2d_separable``), which is the same linear map.
+    """
+
+    def __init__(self, kernel, img_size, noise=None, normalize: bool = False, dtype: torch.dtype | None = None):
+        c, h, w = _img_size(img_size)
+        k = check_kernel(kernel, normalize).to(torch.float64)
+        kh, kw = k.shape
+        if kh // 2 >= h or kw // 2 >= w:
+            raise ValueError(f"Blur: reflect padding needs kernel half-size < image size; expected a kernel "
+                             f"smaller than {2 * h - 1}x{2 * w - 1}, got {kh}x{kw}")
+        super().__init__((c, h, w), (c, h, w), noise)
+        dtype = dtype or torch.get_default_dtype()
+        self.register_buffer("kernel", k.to(dtype), persistent=False)
+        # kornia correlates; a convolution is a correlation with the flipped kernel.
+        self.register_buffer("_kc", k.flip((0, 1)).to(dtype), persistent=False)
+        u, s, vh = torch.linalg.svd(k)
+        self.separable = bool(s[1:].abs().max() <= 1e-12 * s[0]) if len(s) > 1 else True
+        if self.separable:
+            ky, kx = u[:, 0] * s[0].sqrt(), vh[0] * s[0].sqrt()
+            sign = torch.sign(ky.sum())  # keep both factors positive for a non-negative kernel
+            self.register_buffer("_ky", (sign * ky).flip(0).to(dtype), persistent=False)
+            self.register_buffer("_kx", (sign * kx).flip(0).to(dtype), persistent=False)
+
+    def _A(self, x):
+        if self.separable:
+            return filter2d_separable(x, self._kx[None], self._ky[None], border_type="reflect")
+        return filter2d(x, self._kc[None], border_type="reflect")
+
+    def _A_T(self, y):
+        if self.separable:
+            # A = A_y ∘ A_x (kornia filters x first), so Aᵀ = A_xᵀ ∘ A_yᵀ.
+            z = _corr_adjoint(y, self._ky[:, None])
+            return _corr_adjoint(z, self._kx[None, :])
+        return _corr_adjoint(y, self._kc)
