@@ -1,0 +1,152 @@
+"""Safe checkpoints: safetensors weights + a JSON model card beside them (`<name>.safetensors` +
+`<name>.json`).  Loading never executes code: weights come from safetensors, the architecture is rebuilt
+from the card's plain-JSON config by `invscore.nets.build`.  Resume states (`.pt`) are read with
+`torch.load(weights_only=True)` only.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+NOISE_CONVENTION = "edm-ve-sigma"
+
+
+def shipped() -> dict[str, Path]:
+    """Names of the checkpoints shipped in invscore/assets → their .safetensors paths."""
+    if not ASSETS.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(ASSETS.glob("*.safetensors")) if p.with_suffix(".json").exists()}
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    """The model card that sits beside a .safetensors file."""
+    return Path(path).with_suffix(".json")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    # Write then rename so an interrupted save never leaves a half-written file under the real name.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any], half: bool = False) -> Path:
+    """Save `model.state_dict()` as safetensors (fp16 if `half`) and `card` as JSON beside it.
+
+    The card must hold `arch` (the config for `invscore.nets.build`), `kind` ('denoiser' or
+    'classifier'), `image_size` and `channels`.
+    """
+    from safetensors.torch import save as st_save
+
+    for key in ("arch", "kind", "image_size", "channels"):
+        if key not in card:
+            raise ValueError(f"model card is missing {key!r}; it needs arch, kind, image_size, channels")
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
+    card = {**card, "dtype": str(dtype).replace("torch.", ""), "format": "safetensors"}
+    _atomic_write_bytes(path, st_save(tensors, metadata={"invscore_kind": str(card["kind"])}))
+    _atomic_write_bytes(card_path(path), (json.dumps(card, indent=2, default=str) + "\n").encode())
+    return path
+
+
+def _resolve(path_or_name: str | os.PathLike) -> Path:
+    names = shipped()
+    if isinstance(path_or_name, str) and path_or_name in names:
+        return names[path_or_name]
+    p = Path(path_or_name)
+    if p.suffix != ".safetensors":
+        p = p.with_suffix(".safetensors")
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint {p}; shipped names are {sorted(names)} "
+                                "or pass the path of a .safetensors file with its .json card beside it")
+    return p
+
+
+def read_card(path_or_name: str | os.PathLike) -> dict[str, Any]:
+    """Return the JSON model card of a checkpoint (shipped name or path)."""
+    p = card_path(_resolve(path_or_name))
+    if not p.exists():
+        raise FileNotFoundError(f"model card {p} not found; a checkpoint is a .safetensors file plus "
+                                "its .json card (written by invscore.checkpoint.save_model)")
+    return json.loads(p.read_text())
+
+
+def _load_into(model: nn.Module, path: Path, card: dict[str, Any]) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    where = (f"expected a {card.get('kind')} for {card.get('channels')}-channel "
+             f"{card.get('image_size')}×{card.get('image_size')} images")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path}: not a valid safetensors file ({exc}); {where}. "
+                         "Re-export the checkpoint or fetch an intact copy.") from exc
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = sorted(f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+                    for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape)
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {missing[:20]}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:20]}")
+        if shapes:
+            parts.append(f"mis-shaped keys ({len(shapes)}): {shapes[:20]}")
+        raise ValueError(f"checkpoint {path} does not match its card's architecture "
+                         f"{card.get('arch')}: " + "; ".join(parts) + f". {where}; "
+                         "check that the .json card belongs to this .safetensors file.")
+    model.load_state_dict({k: t.to(expected[k].dtype) for k, t in tensors.items()})
+
+
+def _load(path_or_name, kind: str, device) -> nn.Module:
+    from .nets import build
+
+    path = _resolve(path_or_name)
+    card = read_card(path)
+    if card.get("kind") != kind:
+        raise ValueError(f"{path} holds a {card.get('kind')!r}, not a {kind!r}; "
+                         f"use load_{card.get('kind')}() or pick another checkpoint")
+    model = build(card["arch"])
+    _load_into(model, path, card)
+    model.card = card  # plain attribute: callers can read image_size/channels without reopening the JSON
+    model.to(device).eval().requires_grad_(False)
+    return model
+
+
+def load_denoiser(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a frozen denoiser D(x, σ) ≈ E[x0 | x0 + σz] (EDM, Karras et al. 2022 eq. 7) from a
+    checkpoint: shipped name (see `shipped()`) or path.  eval mode, parameters with requires_grad False.
+    """
+    return _load(path_or_name, "denoiser", device)
+
+
+def load_classifier(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a frozen noise-conditional classifier logits(x, σ) for log p_σ(c | x)
+    (Dhariwal & Nichol 2021, sec. 4) from a checkpoint name or path."""
+    return _load(path_or_name, "classifier", device)
+
+
+def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Atomically save a resume state (tensors, numbers, strings only, so weights_only loading works)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a resume state with `torch.load(weights_only=True)`: pickled code is refused."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -1,0 +1,33 @@
+"""Network architectures, rebuilt from a plain JSON-able config (what a model card stores).
+
+`build(config)` turns `{"name": "unet", "kwargs": {...}, "sigma_data": 0.5}` into a module:
+"unet" → EDMDenoiser(UNet(**kwargs)), "classifier" → NoiseConditionalClassifier(**kwargs),
+"deepinv_ncsnpp" / "deepinv_admunet" → deepinv's EDM networks (for the speed comparison only).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from .classifier import NoiseConditionalClassifier
+from .unet import EDMDenoiser, UNet, edm_coefficients
+
+__all__ = ["UNet", "EDMDenoiser", "NoiseConditionalClassifier", "edm_coefficients", "build", "ARCHITECTURES"]
+
+ARCHITECTURES = ("unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
+
+
+def build(config: dict[str, Any]) -> nn.Module:
+    """Rebuild a network from its config (see module docstring); raises ValueError on unknown names."""
+    name = config.get("name")
+    kwargs = dict(config.get("kwargs", {}))
+    sigma_data = float(config.get("sigma_data", 0.5))
+    if name == "unet":
+        return EDMDenoiser(UNet(**kwargs), sigma_data=sigma_data)
+    if name == "classifier":
+        return NoiseConditionalClassifier(sigma_data=sigma_data, **kwargs)
+    if name in ("deepinv_ncsnpp", "deepinv_admunet"):
+        from ._deepinv import build_deepinv
+        return build_deepinv(name, kwargs, sigma_data)
+    raise ValueError(f"unknown architecture {name!r}; expected one of {ARCHITECTURES}")

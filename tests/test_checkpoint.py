@@ -1,0 +1,105 @@
+"""Checkpoints: safetensors round trip, frozen models, clear errors for corrupt/mismatched files."""
+import json
+
+import pytest
+import torch
+
+from invscore import checkpoint as ckpt
+from invscore.nets import build
+
+ARCH = {"name": "unet", "kwargs": {"in_channels": 1, "channels": [8, 16], "num_res_blocks": 1,
+                                   "mid_attention": True}, "sigma_data": 0.5}
+CARD = {"arch": ARCH, "kind": "denoiser", "image_size": 16, "channels": 1}
+
+
+def _saved(tmp_path, half=False):
+    torch.manual_seed(0)
+    net = build(ARCH)
+    with torch.no_grad():  # non-zero output layer so the round trip is not trivially 0 == 0
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    return net, ckpt.save_model(net, tmp_path / "m.safetensors", CARD, half=half)
+
+
+def test_round_trip_frozen_and_differentiable(tmp_path):
+    net, path = _saved(tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["arch"] == ARCH and card["dtype"] == "float32"
+    d = ckpt.load_denoiser(path)
+    assert not d.training and not any(p.requires_grad for p in d.parameters())
+    x = torch.randn(3, 1, 16, 16, requires_grad=True)
+    s = torch.tensor([0.01, 1.0, 80.0])
+    out = d(x, s)
+    assert torch.equal(out, net(x, s))
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_half_precision_file(tmp_path):
+    net, path = _saved(tmp_path, half=True)
+    d = ckpt.load_denoiser(path)
+    x, s = torch.randn(2, 1, 16, 16), torch.tensor([0.5, 2.0])
+    assert next(d.parameters()).dtype == torch.float32
+    assert torch.allclose(d(x, s), net(x, s), atol=1e-2)
+
+
+def test_corrupt_file_message(tmp_path):
+    _, path = _saved(tmp_path)
+    path.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match=r"not a valid safetensors.*1-channel 16×16"):
+        ckpt.load_denoiser(path)
+
+
+def test_mismatched_card_lists_keys(tmp_path):
+    _, path = _saved(tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["arch"]["kwargs"]["in_channels"] = 3
+    card["channels"] = 3
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(ValueError) as e:
+        ckpt.load_denoiser(path)
+    msg = str(e.value)
+    assert "mis-shaped keys" in msg and "net.conv_in.weight" in msg and "3-channel 16×16" in msg
+
+
+def test_missing_keys_listed(tmp_path):
+    from safetensors.torch import load_file, save_file
+    _, path = _saved(tmp_path)
+    t = load_file(str(path))
+    del t["net.conv_out.bias"]
+    save_file(t, str(path))
+    with pytest.raises(ValueError, match=r"missing keys \(1\).*net\.conv_out\.bias"):
+        ckpt.load_denoiser(path)
+
+
+def test_wrong_kind_and_missing_file(tmp_path):
+    _, path = _saved(tmp_path)
+    with pytest.raises(ValueError, match="load_denoiser"):
+        ckpt.load_classifier(path)
+    with pytest.raises(FileNotFoundError, match="shipped names"):
+        ckpt.load_denoiser(tmp_path / "absent.safetensors")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_resume_state_refuses_pickled_code(tmp_path):
+    torch.save({"x": _Evil()}, tmp_path / "bad.pt")
+    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+        ckpt.load_state(tmp_path / "bad.pt")
+
+
+def test_shipped_checkpoints_load():
+    names = ckpt.shipped()
+    if not names:
+        pytest.skip("no checkpoint shipped yet in invscore/assets")
+    for name, path in names.items():
+        card = ckpt.read_card(name)
+        assert path.stat().st_size < 10 * 2 ** 20 and card["noise_convention"] == "edm-ve-sigma"
+        loader = ckpt.load_classifier if card["kind"] == "classifier" else ckpt.load_denoiser
+        m = loader(name)
+        x = torch.zeros(2, card["channels"], card["image_size"], card["image_size"])
+        out = m(x, torch.tensor([0.5, 5.0]))
+        assert torch.isfinite(out).all()
