@@ -1,0 +1,26 @@
+"""Shared fixtures: closed-form mixtures whose exact samples and exact scores make samplers testable."""
+import pytest
+import torch
+
+
+def mixture_2d():
+    """Three well-separated isotropic components in 2-D with unequal weights."""
+    from invscore.priors import GaussianMixture
+    means = torch.tensor([[-3.0, 0.0], [3.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    return GaussianMixture(torch.tensor([0.5, 0.3, 0.2]), means, torch.tensor([0.6, 0.3, 0.4]))
+
+
+def mixture_20d():
+    """Four components in 20-D with random full covariances (exercises the rotated path)."""
+    from invscore.priors import GaussianMixture
+    g = torch.Generator().manual_seed(7)
+    d, K = 20, 4
+    means = 2.0 * torch.randn(K, d, generator=g, dtype=torch.float64)
+    L = 0.3 * torch.randn(K, d, d, generator=g, dtype=torch.float64)
+    covs = L @ L.transpose(1, 2) / d + 0.2 * torch.eye(d, dtype=torch.float64)
+    return GaussianMixture(torch.tensor([0.4, 0.3, 0.2, 0.1]), means, covs)
+
+
+@pytest.fixture(params=["2d", "20d"])
+def mixture(request):
+    return mixture_2d() if request.param == "2d" else mixture_20d()
