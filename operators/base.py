@@ -8,7 +8,6 @@ samplers calling them inside a loop pay nothing for it.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -165,20 +164,23 @@ def conjugate_gradient(
     rs = _bdot(r, r)
     thresh = (tol**2) * rs
     shape = (-1,) + (1,) * (b.dim() - 1)
-    tiny = torch.finfo(b.dtype).tiny
+    zero = torch.zeros_like(rs)
     for it in range(maxiter):
+        # Samples already converged are frozen: once the residual reaches round-off, rs/pᵀMp is noise
+        # and further steps would drift along the null space of M.
+        active = rs > thresh
         mp = matvec(p)
         pmp = _bdot(p, mp)
-        # Converged samples have p = 0; guard the division instead of branching per sample.
-        alpha = torch.where(pmp > tiny, rs / pmp.clamp_min(tiny), torch.zeros_like(rs))
+        ok = active & (pmp > 0)
+        alpha = torch.where(ok, rs / torch.where(ok, pmp, torch.ones_like(pmp)), zero)
         x = x + alpha.view(shape) * p
         r = r - alpha.view(shape) * mp
-        rs_new = _bdot(r, r)
-        if (it + 1) % check_every == 0 and bool((rs_new <= thresh).all()):
-            break
-        beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
+        rs_new = torch.where(ok, _bdot(r, r), rs)
+        beta = torch.where(ok, rs_new / torch.where(ok, rs, torch.ones_like(rs)), zero)
         p = r + beta.view(shape) * p
         rs = rs_new
+        if (it + 1) % check_every == 0 and not bool((ok & (rs > thresh)).any()):
+            break
     return x
 
 

@@ -95,12 +95,13 @@ def from_deepinv(physics, input_shape, output_shape=None) -> Operator:
     """Wrap a deepinv ``Physics`` as the most specific invscore operator (SVD > linear > general)."""
     input_shape = tuple(input_shape)
     if isinstance(physics, deepinv.physics.DecomposablePhysics) and not isinstance(physics, deepinv.physics.BlurFFT):
-        op = DeepinvLinearOperator(physics, input_shape, output_shape)
+        output_shape = _out_shape(physics, input_shape) if output_shape is None else tuple(output_shape)
         with torch.no_grad():
             k = physics.V_adjoint(torch.zeros(1, *input_shape))[0].numel()
-        if k == op.n == op.m:
+        n, m = torch.Size(input_shape).numel(), torch.Size(output_shape).numel()
+        if k == n == m:
             return DeepinvSVDOperator(physics, input_shape, output_shape)
-        return op
+        return DeepinvLinearOperator(physics, input_shape, output_shape)
     if isinstance(physics, deepinv.physics.LinearPhysics):
         return DeepinvLinearOperator(physics, input_shape, output_shape)
     return DeepinvOperator(physics, input_shape, output_shape)

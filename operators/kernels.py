@@ -85,12 +85,12 @@ def motion_kernel(size: int = 61, intensity: float = 0.5, generator: torch.Gener
 
 
 def check_kernel(kernel, normalize: bool = False, atol: float = 1e-6) -> torch.Tensor:
-    """Validate a blur kernel: 2-D, odd sizes, finite, and summing to 1.
+    """Validate a blur kernel (returned in float64): 2-D, odd sizes, finite, and summing to 1.
 
     A kernel that does not sum to 1 changes the image's mean brightness, which is almost always a
     bug, so it is refused (ValueError) unless ``normalize=True``, which rescales it with a warning.
     """
-    k = torch.as_tensor(kernel)
+    k = torch.as_tensor(kernel).to(torch.float64)
     if k.dim() == 4 and k.shape[:2] == (1, 1):
         k = k[0, 0]
     elif k.dim() == 3 and k.shape[0] == 1:
@@ -111,4 +111,4 @@ def check_kernel(kernel, normalize: bool = False, atol: float = 1e-6) -> torch.T
             raise ValueError("cannot normalise a blur kernel that sums to 0")
         warnings.warn(f"blur kernel summed to {total:.6g}; normalised to 1", stacklevel=3)
         k = k / total
-    return k.to(torch.get_default_dtype()) if not k.is_floating_point() else k
+    return k
