@@ -1,0 +1,160 @@
+"""Priors: exact closed-form denoisers (Tweedie), parametrisation adapters that invert each other, frozen."""
+import pytest
+import torch
+from torch import nn
+
+from invscore.priors import (CallablePrior, DiagonalGaussian, Diffusion, Gaussian, GaussianMixture, NetworkPrior,
+                             StationaryGaussian)
+from invscore.sde import SubVPSDE, VESDE, VPSDE
+
+
+def _tweedie_from_logp(prior, x, sigma):
+    """E[x0 | x] = x + sigma² ∇ log p_sigma(x) (Tweedie / Miyasawa), by autograd of the exact log-density."""
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(prior.log_prob(x, sigma).sum(), x)
+    return x.detach() + sigma**2 * grad
+
+
+def test_mixture_denoiser_is_tweedie():
+    from conftest import mixture_20d
+    gm = mixture_20d()
+    x = 3 * torch.randn(16, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for s in [0.05, 0.7, 4.0]:
+        sig = torch.full((16,), s, dtype=torch.float64)
+        torch.testing.assert_close(gm.denoise(x, sig), _tweedie_from_logp(gm, x, s), rtol=1e-5, atol=1e-6)
+
+
+def test_isotropic_shared_and_full_covariances_agree():
+    g = torch.Generator().manual_seed(1)
+    means = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    var = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    iso = GaussianMixture(torch.ones(3), means, var)
+    full = GaussianMixture(torch.ones(3), means, var[:, None, None] * torch.eye(5, dtype=torch.float64))
+    shared = GaussianMixture(torch.ones(3), means, 0.7 * torch.eye(5, dtype=torch.float64))
+    iso_shared = GaussianMixture(torch.ones(3), means, torch.full((3,), 0.7, dtype=torch.float64))
+    x, s = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.full((7,), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(iso.denoise(x, s), full.denoise(x, s))
+    torch.testing.assert_close(shared.denoise(x, s), iso_shared.denoise(x, s))
+    torch.testing.assert_close(iso.log_prob(x), full.log_prob(x))
+
+
+def test_gaussian_denoiser_closed_form_and_samples():
+    g = torch.Generator().manual_seed(2)
+    L = torch.randn(4, 4, generator=g, dtype=torch.float64)
+    C, mu = L @ L.T + 0.1 * torch.eye(4, dtype=torch.float64), torch.randn(4, generator=g, dtype=torch.float64)
+    prior = Gaussian(mu, C)
+    x, s = torch.randn(3, 4, generator=g, dtype=torch.float64), 0.8
+    expected = mu + (x - mu) @ torch.linalg.solve(C + s**2 * torch.eye(4, dtype=torch.float64), C)
+    torch.testing.assert_close(prior.denoise(x, torch.full((3,), s, dtype=torch.float64)), expected)
+    samples = prior.sample(40000, generator=g)
+    torch.testing.assert_close(torch.cov(samples.T), C, atol=0.08 * float(C.diag().max()), rtol=0.0)
+
+
+def test_stationary_gaussian_equals_its_full_covariance():
+    """The Fourier-diagonal prior equals N(mu, C) with C = Fᴴ diag(P) F built explicitly."""
+    prior = StationaryGaussian.radial((1, 6, 6), corner=0.2, exponent=2.0)
+    n = 36
+    eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, 6, 6)
+    # C column by column: C e_i = F^-1 [P · F e_i]
+    C = torch.fft.ifft2(prior.P * torch.fft.fft2(eye, norm="ortho"), norm="ortho").real.reshape(n, n)
+    full = Gaussian(torch.zeros(n, dtype=torch.float64), C)
+    x = torch.randn(5, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    s = torch.full((5,), 0.4, dtype=torch.float64)
+    torch.testing.assert_close(prior.denoise(x, s).reshape(5, n), full.denoise(x.reshape(5, n), s))
+    torch.testing.assert_close(prior.log_prob(x, 0.4), full.log_prob(x.reshape(5, n), 0.4))
+    assert prior.sample(3).dtype == torch.float64
+
+
+def test_diagonal_gaussian():
+    prior = DiagonalGaussian(torch.zeros(2, 3, dtype=torch.float64), torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    x = torch.randn(4, 2, 3, dtype=torch.float64)
+    torch.testing.assert_close(prior.denoise(x, torch.full((4,), 1.0, dtype=torch.float64)),
+                               x * torch.tensor([0.5, 2 / 3, 0.8], dtype=torch.float64))
+    torch.testing.assert_close(_tweedie_from_logp(prior, x, 1.0), prior.denoise(x, torch.ones(4, dtype=torch.float64)))
+
+
+class _ExactNet(nn.Module):
+    """A 'network' that outputs the exact eps/x0/v/score of a mixture under a native SDE — to check that
+    each adapter inverts its parametrisation back to the same denoiser."""
+
+    def __init__(self, prior, sde, kind, time_input):
+        super().__init__()
+        self.prior, self.sde, self.kind, self.time_input = prior, sde, kind, time_input
+        self.lin = nn.Linear(1, 1)  # a parameter, to check freezing
+
+    def forward(self, xt, c):
+        t = c if self.time_input == "t" else c / 999
+        a, s = self.sde.alpha(t)[:, None], self.sde.sigma(t)[:, None]
+        x0 = self.prior.denoise(xt / a, (s / a)[:, 0])
+        eps = (xt - a * x0) / s
+        return {"x0": x0, "eps": eps, "v": a * eps - s * x0, "score": -eps / s}[self.kind]
+
+
+@pytest.mark.parametrize("kind", ["x0", "eps", "v", "score"])
+@pytest.mark.parametrize("time_input", ["t", "ddpm"])
+def test_parametrisation_adapters_invert(kind, time_input):
+    from conftest import mixture_2d
+    gm, sde = mixture_2d(), VPSDE()
+    net = _ExactNet(gm, sde, kind, time_input)
+    prior = NetworkPrior(net, sde, parametrization=kind, time_input=time_input, num_steps=1000)
+    x = 2 * torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for s in [0.02, 0.5, 5.0]:
+        sig = torch.full((6,), s, dtype=torch.float64)
+        torch.testing.assert_close(prior.denoise(x, sig), gm.denoise(x, sig), rtol=1e-6, atol=1e-8)
+    assert not any(p.requires_grad for p in prior.parameters())
+
+
+def test_v_parametrisation_needs_vp():
+    from conftest import mixture_2d
+    with pytest.raises(ValueError, match="variance-preserving"):
+        NetworkPrior(nn.Identity(), VESDE(), parametrization="v")
+    with pytest.raises(ValueError, match="unknown parametrization"):
+        NetworkPrior(nn.Identity(), VPSDE(), parametrization="nope")
+    assert mixture_2d() is not None
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), SubVPSDE(), VESDE()], ids=["vp", "subvp", "ve"])
+def test_diffusion_score_eps_x0_consistent(sde):
+    """score = ∇ log p_t exactly: p_t(x) = alpha^-d p_r(x / alpha) with r = sigma/alpha."""
+    from conftest import mixture_2d
+    gm = mixture_2d()
+    model = Diffusion(gm, sde)
+    t = torch.tensor(0.4, dtype=torch.float64)
+    x = torch.randn(5, 2, dtype=torch.float64).requires_grad_(True)
+    a, r = sde.alpha(t), sde.ratio(t)
+    (grad,) = torch.autograd.grad(gm.log_prob(x / a, r).sum(), x)
+    torch.testing.assert_close(model.score(x.detach(), t), grad)
+    torch.testing.assert_close(model.eps(x.detach(), t), -sde.sigma(t) * grad)
+    assert model.nfe == 2
+
+
+def test_frozen_prior_keeps_eval_and_passes_input_gradients():
+    class Denoiser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5))
+
+        def forward(self, x, sigma):
+            return self.body(x)
+
+    net = Denoiser()
+    prior = CallablePrior(lambda x, s: net(x, s))
+    prior2 = CallablePrior(net)
+    prior2.train()
+    assert not prior2.training and not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    before = [p.clone() for p in net.parameters()]
+    x = torch.randn(3, 2, requires_grad=True)
+    prior2(x, torch.ones(3)).sum().backward()
+    assert x.grad is not None and all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert prior(x, torch.ones(3)).shape == (3, 2)
+
+
+def test_check_input_messages():
+    prior = GaussianMixture(torch.ones(2), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"expected \(B, 3\), got \(4, 5\)"):
+        prior.check_input(torch.zeros(4, 5))
+    with pytest.raises(TypeError, match="floating-point"):
+        prior.check_input(torch.zeros(4, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="weights must be"):
+        GaussianMixture(torch.tensor([-1.0, 1.0]), torch.zeros(2, 3))
