@@ -248,6 +248,17 @@ def test_spatial_blur_and_grayscale_match_deepinv():
     assert _rel(mean.A(x), ref.A(x)) < 1e-6 and _rel(mean.A_pinv(y), ref.A_dagger(y)) < 1e-6
 
 
+@pytest.mark.parametrize("kernel", [gaussian_kernel(1.0, 5), motion_kernel(7, 0.5, torch.Generator().manual_seed(2))])
+def test_spatial_blur_paths_agree(kernel):
+    x, y = _rand(SIZE, 1), _rand(SIZE, 2)
+    ref = Blur(kernel, SIZE, dtype=D, method="direct")
+    methods = ["fft", "separable"] if kernel is not None and torch.linalg.matrix_rank(kernel) == 1 else ["fft"]
+    for method in methods:
+        op = Blur(kernel, SIZE, dtype=D, method=method)
+        assert _rel(op.A(x), ref.A(x)) < 1e-12 and _rel(op.A_T(y), ref.A_T(y)) < 1e-12
+        assert abs(_dot(op.A(x), y) - _dot(x, op.A_T(y))) < 1e-10 * abs(_dot(op.A(x), y))
+
+
 # --- bad input -------------------------------------------------------------------------------------------
 def test_wrong_shapes_raise(op):
     bad = (op.input_shape[0] + 1, *op.input_shape[1:])
