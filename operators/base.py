@@ -50,10 +50,12 @@ class Operator(nn.Module):
     # --- shapes ---------------------------------------------------------------------------------
     @property
     def input_shape(self) -> Shape:
+        """Shape of one x (no batch dimension): (C, H, W) for images, (d,) for vectors."""
         return self._input_shape
 
     @property
     def output_shape(self) -> Shape:
+        """Shape of one y = A(x) (no batch dimension)."""
         return self._output_shape
 
     def _check(self, t: torch.Tensor, shape: Shape, what: str) -> None:

@@ -320,6 +320,17 @@ def test_masks_shapes():
     assert pc.mask.shape == SIZE and not torch.equal(pc.mask[0], pc.mask[1])
 
 
+def test_dense_overdetermined_and_shapes():
+    M = torch.randn(7, 3, generator=torch.Generator().manual_seed(0), dtype=D)
+    op = operators.DenseOperator(M, dtype=D)
+    assert op.r == 3 and op.m == 7 and op.n == 3
+    x, y = _rand((3,), 1), _rand((7,), 2)
+    assert _rel(op._svd_A(x), op.A(x)) < 1e-12 and _rel(op._svd_A_T(y), op.A_T(y)) < 1e-12
+    assert _rel(op.A_pinv(y), (torch.linalg.pinv(M) @ y.T).T) < 1e-10
+    img = operators.DenseOperator(torch.eye(4, dtype=D)[:2], input_shape=(1, 2, 2), dtype=D)
+    assert img.A(_rand((1, 2, 2))).shape == (3, 2)
+
+
 # --- custom operators ------------------------------------------------------------------------------------
 class _Shift(LinearOperator):
     """A user operator with only the forward map: circular shift of one pixel, then keep a crop."""
