@@ -142,8 +142,8 @@ def _sr_avgpool(img_size=DEFAULT_SIZE, factor=4, noise=None, dtype=None):
 
 
 @register("sr_bicubic")
-def _sr_bicubic(img_size=DEFAULT_SIZE, factor=4, antialias=True, noise=None, dtype=None):
-    return Bicubic(img_size, factor, antialias, noise, dtype)
+def _sr_bicubic(img_size=DEFAULT_SIZE, factor=4, antialias=True, noise=None, dtype=None, method="matrix"):
+    return Bicubic(img_size, factor, antialias, noise, dtype, method)
 
 
 @register("dense")

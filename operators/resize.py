@@ -85,19 +85,51 @@ class AvgPool(SVDOperator):
 
 
 class Bicubic(LinearOperator):
-    """Bicubic downsampling by k (Keys 1981 cubic convolution, a = −0.75 as in PyTorch), via
+    """Bicubic downsampling by k (Keys 1981 cubic convolution, a = −0.75 as in PyTorch), defined by
     ``kornia.geometry.transform.resize``; with ``antialias=True`` kornia first low-passes with a Gaussian.
 
-    Linear, so Aᵀ is the autograd vector-Jacobian product and A⁺ is conjugate gradients (base class).
+    That map is separable, A x = P_y x P_xᵀ per channel, so ``method='matrix'`` (default) reads the
+    two 1-D matrices off kornia once (columns = responses to e_i ⊗ 𝟙, since P 𝟙 = 𝟙) and then has
+    closed forms: Aᵀy = P_yᵀ y P_x and A⁺y = P_y⁺ y (P_x⁺)ᵀ (the pseudo-inverse of a Kronecker product
+    is the Kronecker product of the pseudo-inverses). ``method='kornia'`` calls kornia each time, with
+    Aᵀ by autograd and A⁺ by conjugate gradients (base class); tests check that both agree.
     """
 
-    def __init__(self, img_size, factor: int = 4, antialias: bool = True, noise=None, dtype=None):
+    def __init__(self, img_size, factor: int = 4, antialias: bool = True, noise=None, dtype=None,
+                 method: str = "matrix"):
         c, h, w = _img_size(img_size)
         k = _check_factor(factor, h, w, "Bicubic")
+        if method not in ("matrix", "kornia"):
+            raise ValueError(f"Bicubic: expected method 'matrix' or 'kornia', got {method!r}")
         super().__init__((c, h, w), (c, h // k, w // k), noise)
         self.factor = k
         self.antialias = bool(antialias)
+        self.method = method
+        if method == "matrix":
+            dtype = dtype or torch.get_default_dtype()
+            with torch.no_grad():
+                col = self._kornia(torch.eye(h, dtype=torch.float64)[:, None, :, None].expand(h, 1, h, w))
+                row = self._kornia(torch.eye(w, dtype=torch.float64)[:, None, None, :].expand(w, 1, h, w))
+            Py, Px = col[:, 0, :, 0].T.contiguous(), row[:, 0, 0, :].T.contiguous()
+            for name, P in (("_Py", Py), ("_Px", Px)):
+                self.register_buffer(name, P.to(dtype), persistent=False)
+                self.register_buffer(name + "_pinv", torch.linalg.pinv(P).to(dtype), persistent=False)
 
-    def _A(self, x):
+    def _kornia(self, x):
         return resize(x, self.output_shape[1:], interpolation="bicubic", align_corners=False,
                       antialias=self.antialias)
+
+    def _A(self, x):
+        if self.method == "kornia":
+            return self._kornia(x)
+        return self._Py @ x @ self._Px.T
+
+    def _A_T(self, y):
+        if self.method == "kornia":
+            return super()._A_T(y)
+        return self._Py.T @ y @ self._Px
+
+    def _A_pinv(self, y):
+        if self.method == "kornia":
+            return super()._A_pinv(y)
+        return self._Py_pinv @ y @ self._Px_pinv.T

@@ -259,6 +259,17 @@ def test_spatial_blur_paths_agree(kernel):
         assert abs(_dot(op.A(x), y) - _dot(x, op.A_T(y))) < 1e-10 * abs(_dot(op.A(x), y))
 
 
+@pytest.mark.parametrize("antialias", [True, False])
+def test_bicubic_matrix_form_matches_kornia(antialias):
+    ref = operators.make("sr_bicubic", img_size=SIZE, factor=4, antialias=antialias, method="kornia")
+    op = operators.make("sr_bicubic", img_size=SIZE, factor=4, antialias=antialias, dtype=D)
+    x, y = _rand(SIZE, 1), _rand(op.output_shape, 2)
+    assert _rel(op.A(x), ref.to(D).A(x)) < 1e-12
+    assert _rel(op.A_T(y), ref.A_T(y)) < 1e-12                     # closed form = autograd adjoint
+    ref.pinv_tol, ref.pinv_maxiter = 1e-12, 2000
+    assert _rel(op.A_pinv(y), ref.A_pinv(y)) < 1e-6                 # closed form = CG
+
+
 # --- bad input -------------------------------------------------------------------------------------------
 def test_wrong_shapes_raise(op):
     bad = (op.input_shape[0] + 1, *op.input_shape[1:])
