@@ -1,0 +1,92 @@
+"""The command line: ``python -m invscore VERB [--flags] [hydra overrides…]`` (see docs/cli.md).
+
+Flags become Hydra overrides of configs/ (``cli.args``), overrides are composed with Hydra's compose
+API (``cli.compose``) and each resulting config is one run of :func:`invscore.run.execute`.
+User mistakes print one line and exit with code 2; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+
+from .args import CLIError, build_parser, split_args, to_overrides
+from .compose import compose_config, expand_sweep, group_options, merge_overrides
+
+__all__ = ["main", "CLIError"]
+
+
+def _report(summary: dict) -> str:
+    m = summary.get("metrics") or {}
+    parts = [f"{summary['task']}: {summary.get('n_images')} image(s)",
+             f"{summary.get('method') or summary.get('sampler')} {summary.get('steps')} steps, NFE {summary.get('nfe')}",
+             f"{summary['wall_seconds']:.1f} s"]
+    for key, fmt in (("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("lpips", "LPIPS {:.3f}")):
+        if m.get(key) is not None:
+            parts.append(fmt.format(m[key]))
+    if m and m.get("lpips") is None:
+        parts.append("LPIPS unavailable")
+    if "class_accuracy" in summary:
+        parts.append(f"class {summary['class']} accuracy {summary['class_accuracy']:.2f}")
+    return ", ".join(parts) + f"\n  results: {summary['run_dir']}/ (grid.png, metrics.csv, summary.json)"
+
+
+def _runs(args, overrides: list[str]) -> list[dict]:
+    from ..conditional import METHODS
+    from ..run import execute
+    from ..samplers import SAMPLERS
+    flags = to_overrides(args, prior_groups=group_options("prior"), methods=METHODS, samplers=SAMPLERS)
+    combos = expand_sweep(merge_overrides(flags, overrides), args.multirun)
+    cfgs = [(compose_config(c), c) for c in combos]  # every config checked before the first run starts
+    summaries = []
+    sweep_root = None
+    if len(cfgs) > 1:
+        from ..run import new_run_dir
+        sweep_root = new_run_dir(cfgs[0][0].out, f"{args.verb}-sweep")
+        print(f"sweep of {len(cfgs)} runs -> {sweep_root}/")
+    for i, (cfg, combo) in enumerate(cfgs):
+        if sweep_root is not None:
+            swept = [c for c in combo if c not in flags]
+            cfg.out = str(sweep_root / (f"{i:02d}_" + "_".join(s.replace("/", "-") for s in swept)[:80]))
+        summary = execute(cfg, combo)
+        summaries.append(summary)
+        print(_report(summary))
+    if sweep_root is not None:
+        from .. import io
+        io.write_json(sweep_root / "sweep.json", [{"overrides": s["overrides"], "run_dir": s["run_dir"],
+                                                   "metrics": s.get("metrics"), "nfe": s.get("nfe"),
+                                                   "wall_seconds": s["wall_seconds"]} for s in summaries])
+        print(f"sweep summary: {sweep_root}/sweep.json")
+    return summaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code (0 ok, 2 user error)."""
+    from ..run import UserError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":  # thin pass-through: the training module owns its flags
+        from ..training import main as train_main
+        return train_main(argv[1:]) or 0
+    parser = build_parser()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"invscore: warning: {message}", file=sys.stderr)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            args, overrides = split_args(parser, argv)
+            if args.verb is None:
+                parser.print_help()
+                return 2
+            if args.verb == "list":
+                from .listing import listing
+                print(listing(args.what))
+                return 0
+            _runs(args, overrides)
+    except (CLIError, UserError) as exc:
+        print(f"invscore: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("invscore: interrupted", file=sys.stderr)
+        return 130
+    return 0

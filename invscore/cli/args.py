@@ -1,0 +1,190 @@
+"""Command-line flags of each verb and their translation into Hydra overrides of configs/.
+
+A flag is sugar for one or two overrides (``--mask random --ratio 0.5`` → ``operator=inpaint_random
+operator.missing_ratio=0.5``); anything left on the command line that is not a flag is an override and
+wins over the flags, so ``--steps 10 steps=20`` runs 20 steps.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+__all__ = ["CLIError", "TASKS", "MASKS", "KERNELS", "SCALES", "build_parser", "to_overrides", "override_key",
+           "split_args"]
+
+#: verb -> one-line description (the `list tasks` table and --help)
+TASKS = {
+    "inpaint": "fill in missing pixels (--mask center|box|random|half|FILE, --ratio)",
+    "colorize": "restore colour from a gray image (needs an RGB prior)",
+    "deblur": "remove a known blur (--kernel gaussian|motion, --blur-sigma)",
+    "superres": "super-resolve an average-pooled image (--scale 2|4|8)",
+    "generate": "sample the prior, optionally guided to a class (--n, --class K, --gamma)",
+}
+MASKS = {"center": "inpaint_center", "box": "inpaint_box", "random": "inpaint_random", "half": "inpaint_half"}
+KERNELS = {"gaussian": "blur_gaussian", "motion": "blur_motion"}
+SCALES = (2, 4, 8)
+
+
+class CLIError(Exception):
+    """A command-line mistake: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse's default prints the whole usage block; one line plus where to look is easier to read
+        raise CLIError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _quote(value) -> str:
+    """A string value as a Hydra override literal: quoted unless it is a plain word, path-safe."""
+    s = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_.\-/]+", s) and not re.fullmatch(r"[-+]?[0-9.e+-]+|true|false|null|nan|inf", s):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
+    g = p.add_argument_group("common")
+    g.add_argument("--prior", help="shipped prior name or a .safetensors checkpoint path "
+                                   "(default: fashion_mnist; emoji for colorize)")
+    if not generate:
+        g.add_argument("--image", help="an image file or a folder of images (default: the prior's shipped test images)")
+        g.add_argument("--dataset", help="an invscore.data dataset name (its test split) or folder:/path")
+        g.add_argument("--resize", action="store_true", help="resize and convert channels to fit the prior")
+    g.add_argument("--n", type=int, help="number of images (generate: samples); default 4")
+    g.add_argument("--method", help="posterior method (pigdm, ddrm, dps, projection, smc; default pigdm)"
+                   if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
+    g.add_argument("--steps", type=int, help="sampling steps (default: the method's fast default)")
+    if not generate:
+        g.add_argument("--sigma-y", type=float, help="measurement noise std in [-1, 1] units (default 0.05)")
+        g.add_argument("--samples", type=int, help="posterior samples per image (default 1)")
+    g.add_argument("--seed", type=int, help="random seed (default 0)")
+    g.add_argument("--device", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
+    g.add_argument("--threads", help="torch CPU threads (default auto: the idle cores)")
+    g.add_argument("--batch", type=int, help="images solved at once (default 4)")
+    g.add_argument("--out", help="run directory (default outputs/VERB/TIMESTAMP; never overwritten)")
+    g.add_argument("--class", dest="label", type=int, help="guide samples to class K with the noisy classifier")
+    g.add_argument("--gamma", type=float, help="classifier-guidance scale (default 1.0)")
+    g.add_argument("--classifier", help="classifier name or path (default: the prior's shipped classifier)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-m", "--multirun", action="store_true",
+                   help="sweep comma-separated override values, e.g. -m method=pigdm,dps steps=20,50")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every verb (overrides are collected separately, see :func:`split_args`)."""
+    epilog = ("Anything of the form key=value is a Hydra override of configs/config.yaml, e.g. "
+              "`method=dps steps=20 sigma_y=0.1 operator.missing_ratio=0.9`; see docs/cli.md.")
+    parser = _Parser(prog="python -m invscore", description="Solve imaging inverse problems with a diffusion prior.",
+                     epilog=epilog)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    for verb, desc in TASKS.items():
+        p = sub.add_parser(verb, help=desc, description=desc, epilog=epilog)
+        _common(p, generate=verb == "generate")
+        if verb == "inpaint":
+            p.add_argument("--mask", help="center (default), box, random, half, or a mask image FILE (bright = observed)")
+            p.add_argument("--ratio", type=float, help="missing fraction: random pixels (default 0.7) or centre-box area (0.25)")
+        elif verb == "deblur":
+            p.add_argument("--kernel", help="gaussian (default) or motion")
+            p.add_argument("--blur-sigma", type=float, help="Gaussian kernel std in pixels (default 1.5)")
+        elif verb == "superres":
+            p.add_argument("--scale", type=int, help="downsampling factor: 2, 4 (default) or 8")
+    lp = sub.add_parser("list", help="list priors, methods, operators, tasks, datasets",
+                        description="List what the other verbs accept.")
+    lp.add_argument("what", nargs="?", default="all",
+                    choices=("all", "priors", "methods", "operators", "tasks", "datasets", "samplers"))
+    sub.add_parser("train", help="train a prior or classifier (passes its arguments to python -m invscore.training)",
+                   add_help=False)
+    return parser
+
+
+def override_key(token: str) -> str:
+    """The config key an override sets (``+a.b=1`` → ``a.b``), used to let later overrides win."""
+    return token.split("=", 1)[0].lstrip("+~")
+
+
+def _mask(args, out: list[str]) -> None:
+    mask = args.mask
+    if mask is not None:
+        if mask in MASKS:
+            out.append(f"operator={MASKS[mask]}")
+        else:
+            p = Path(mask)
+            if not p.suffix and not p.exists():
+                raise CLIError(f"unknown mask {mask!r}; expected one of {', '.join(MASKS)} or the path of a mask image")
+            if not p.is_file():
+                raise CLIError(f"mask file {mask!r} does not exist; --mask takes {', '.join(MASKS)} or a mask image")
+            out += ["operator=inpaint_file", f"operator.path={_quote(p.resolve())}"]
+    if args.ratio is not None:
+        kind = mask or "center"
+        if kind == "random":
+            out.append(f"operator.missing_ratio={args.ratio}")
+        elif kind == "center":
+            out.append(f"operator.ratio={args.ratio}")
+        else:
+            raise CLIError(f"--ratio applies to --mask random (missing pixels) or center (box area), not {kind!r}")
+
+
+def to_overrides(args, prior_groups=(), methods=(), samplers=()) -> list[str]:
+    """Translate parsed flags into Hydra overrides (task first, so its group defaults apply).
+
+    ``prior_groups``: names with a file in configs/prior (others are checkpoint paths); ``methods`` and
+    ``samplers``: valid --method values, to reject a typo with the list of valid ones.
+    """
+    verb = args.verb
+    out = [f"task={verb}"]
+    if args.prior is not None:
+        out.append(f"prior={args.prior}" if args.prior in prior_groups else f"prior.checkpoint={_quote(args.prior)}")
+    if verb == "inpaint":
+        _mask(args, out)
+    if verb == "deblur":
+        if args.kernel is not None and args.kernel not in KERNELS:
+            raise CLIError(f"unknown kernel {args.kernel!r}; expected one of {', '.join(KERNELS)}")
+        if args.kernel is not None:
+            out.append(f"operator={KERNELS[args.kernel]}")
+        if args.blur_sigma is not None:
+            if args.kernel == "motion":
+                raise CLIError("--blur-sigma applies to --kernel gaussian; a motion kernel has no sigma")
+            out.append(f"operator.sigma={args.blur_sigma}")
+    if verb == "superres" and args.scale is not None:
+        if args.scale not in SCALES:
+            raise CLIError(f"unsupported scale {args.scale}; expected one of {', '.join(map(str, SCALES))}")
+        out.append(f"operator.factor={args.scale}")
+    if args.method is not None:
+        valid = samplers if verb == "generate" else methods
+        if valid and args.method not in valid:
+            what = "sampler" if verb == "generate" else "method"
+            raise CLIError(f"unknown {what} {args.method!r}; expected one of {', '.join(sorted(valid))}")
+        out.append(f"task.sampler={args.method}" if verb == "generate" else f"method={args.method}")
+    simple = {"steps": "steps", "sigma_y": "sigma_y", "seed": "seed", "batch": "batch", "samples": "samples",
+              "n": "data.n", "label": "guidance.label", "gamma": "guidance.gamma", "threads": "threads"}
+    for attr, key in simple.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            out.append(f"{key}={v}")
+    quoted = {"device": "device", "out": "out", "image": "data.image", "dataset": "data.dataset",
+              "classifier": "guidance.classifier"}
+    for attr, key in quoted.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            out.append(f"{key}={_quote(v)}")
+    if getattr(args, "resize", False):
+        out.append("data.resize=true")
+    if args.quiet:
+        out.append("quiet=true")
+    return out
+
+
+def split_args(parser, argv):
+    """Parse flags; the remaining ``key=value`` tokens are overrides. Returns ``(args, overrides)``."""
+    args, rest = parser.parse_known_args(argv)
+    overrides, bad = [], []
+    for tok in rest:
+        (overrides if ("=" in tok or tok.startswith("~")) and not tok.startswith("-") else bad).append(tok)
+    if bad:
+        prog = f"{parser.prog} {args.verb}" if getattr(args, "verb", None) else parser.prog
+        raise CLIError(f"{prog}: unrecognised argument(s) {' '.join(bad)}; overrides look like key=value "
+                       f"(see {prog} --help)")
+    return args, overrides
+

@@ -1,0 +1,86 @@
+"""Hydra composition of configs/ and the simple ``-m`` sweep (cartesian product of comma-separated values)."""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from pathlib import Path
+
+from .args import CLIError, override_key
+
+__all__ = ["config_dir", "group_options", "merge_overrides", "expand_sweep", "compose_config"]
+
+
+def config_dir() -> Path:
+    """The Hydra config folder: $INVSCORE_CONFIGS, else configs/ at the repository root."""
+    env = os.environ.get("INVSCORE_CONFIGS")
+    d = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    if not (d / "config.yaml").is_file():
+        raise CLIError(f"no Hydra configs at {d} (config.yaml missing); set INVSCORE_CONFIGS to the configs/ folder")
+    return d
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the files of one config group (e.g. 'prior' → ['emoji', 'fashion_mnist'])."""
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def merge_overrides(*lists: list[str]) -> list[str]:
+    """Concatenate override lists, a later value for the same key replacing an earlier one in place."""
+    out: dict[str, str] = {}
+    for lst in lists:
+        for tok in lst:
+            out.pop(override_key(tok), None)  # re-insert at the end: later overrides are applied later
+            out[override_key(tok)] = tok
+    return list(out.values())
+
+
+def _parse(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as exc:
+        raise CLIError(f"cannot parse override: {_one_line(str(exc))}") from None
+
+
+def expand_sweep(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """One override list per run: the cartesian product of every swept key's values (Hydra's grammar:
+    ``a=1,2``, ``a=range(1,4)``, ``a=choice(x,y)``). Without ``multirun`` a sweep is an error."""
+    parsed = _parse(overrides)
+    axes = []
+    for tok, ov in zip(overrides, parsed):
+        if ov.is_sweep_override():
+            if not multirun:
+                raise CLIError(f"{tok!r} lists several values; add -m (--multirun) to run every combination")
+            key = ov.get_key_element()
+            axes.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
+        else:
+            axes.append([tok])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def _one_line(msg: str) -> str:
+    msg = re.sub(r"\n\s*\n", ". ", msg.strip())
+    msg = re.sub(r":\s*\n\t", ": ", msg)
+    msg = re.sub(r"\n\t", ", ", msg)
+    return re.sub(r"\s*\n\s*", " ", msg)
+
+
+def compose_config(overrides: list[str]):
+    """Compose configs/config.yaml with ``overrides`` (hydra.compose) and resolve it; Hydra's and
+    OmegaConf's errors become one-line :class:`CLIError` s that name the valid choices."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise CLIError(f"bad configuration: {_one_line(str(exc))}") from None
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise CLIError(f"missing value(s) for {', '.join(sorted(missing))}; set them as key=value overrides")
+    return cfg

@@ -1,0 +1,64 @@
+"""``python -m invscore list [priors|methods|operators|tasks|datasets|samplers]``."""
+from __future__ import annotations
+
+from .args import TASKS
+
+__all__ = ["listing"]
+
+
+def _priors() -> list[str]:
+    from ..checkpoint import read_card, shipped
+    from ..data.assets import shipped_test_sets
+    rows = []
+    for name in shipped():
+        try:
+            card = read_card(name)
+        except (OSError, ValueError) as exc:
+            rows.append(f"  {name:<24} unreadable card ({exc})")
+            continue
+        size = f"{card.get('channels')}×{card.get('image_size')}×{card.get('image_size')}"
+        extra = f"steps {card['steps']}" if "steps" in card else ""
+        rows.append(f"  {name:<24} {card.get('kind', '?'):<10} {size:<10} {extra}")
+    if not rows:
+        rows.append("  (none shipped yet: pass --prior PATH to a .safetensors checkpoint, "
+                    "or train one with `python -m invscore train`)")
+    rows.append(f"  shipped test-image sets: {', '.join(shipped_test_sets()) or 'none'}")
+    return rows
+
+
+def _methods() -> list[str]:
+    from ..conditional import METHODS
+    from .compose import config_dir
+    from omegaconf import OmegaConf
+    rows = []
+    for name, (desc, steps, _) in METHODS.items():
+        f = config_dir() / "method" / f"{name}.yaml"
+        cli_steps = OmegaConf.load(f).get("steps", steps) if f.exists() else steps
+        rows.append(f"  {name:<11} {cli_steps:>4} steps  {desc}")
+    return rows
+
+
+def _operators() -> list[str]:
+    import operators
+    from .args import KERNELS, MASKS
+    return [f"  registry: {', '.join(operators.available())}",
+            f"  inpaint --mask: {', '.join(MASKS)}, FILE; deblur --kernel: {', '.join(KERNELS)}; "
+            "superres --scale: 2, 4, 8"]
+
+
+def _datasets() -> list[str]:
+    from ..data import available
+    return [f"  {k:<14} {'available' if v else 'not installed'}" for k, v in available().items()]
+
+
+def _samplers() -> list[str]:
+    from ..samplers import SAMPLERS
+    return ["  " + ", ".join(SAMPLERS) + "  (generate --method)"]
+
+
+def listing(what: str = "all") -> str:
+    """The text printed by the ``list`` verb."""
+    sections = {"tasks": lambda: [f"  {k:<9} {v}" for k, v in TASKS.items()], "priors": _priors,
+                "methods": _methods, "operators": _operators, "samplers": _samplers, "datasets": _datasets}
+    names = list(sections) if what == "all" else [what]
+    return "\n".join(f"{n}:\n" + "\n".join(sections[n]()) for n in names)
