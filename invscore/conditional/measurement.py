@@ -1,0 +1,176 @@
+"""Measurement terms: ∇ log p_t(y | x_t) or a data-consistency correction after each step.
+
+All work in the operator's spectral coordinates where it has an SVD (``operators.SVDOperator``:
+``V_T``, ``V``, ``U_T``, ``U``, singular values ``s``; ``ȳ = diag(1/s) Uᵀy``, per-coordinate noise
+``ν_i = σ_y / s_i``), and in the variance-exploding view ``x̄ = x_t / α`` with noise ``r = σ/α``, so
+the same code serves VE, VP and sub-VP and every SVD operator (masks, colour, pooling, FFT blur).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..sde import bcast
+from .guided import Term
+
+__all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "require_svd", "SVD_METHODS", "ANY_METHODS"]
+
+#: methods that need an operator with an SVD, and those that need only a differentiable A
+SVD_METHODS = ("projection", "ddrm", "smc")
+ANY_METHODS = ("dps", "pigdm")
+
+
+def require_svd(op, method: str):
+    """Raise a TypeError naming the methods that do work when ``method`` needs an SVD operator."""
+    from operators import SVDOperator
+    if not isinstance(op, SVDOperator):
+        raise TypeError(f"method {method!r} needs an operator with an SVD (operators.SVDOperator: masks, "
+                        f"grayscale, average-pool SR, FFT blur, dense); got {type(op).__name__}. "
+                        f"Methods that work with any differentiable operator: {', '.join(ANY_METHODS)}")
+
+
+def _spectral_noise(op, x, generator, R):
+    # Noise drawn in image space and transformed, so complex (FFT) coordinates keep Hermitian symmetry.
+    e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return op.V_T(e)[:, :R]
+
+
+def _ratio_batch(sde, t, x):
+    r = sde.ratio(t)
+    return r.expand(x.shape[0]) if r.ndim == 0 else r
+
+
+class _SpectralTerm(Term):
+    def __init__(self, op, y, sigma_y=None, method="projection"):
+        require_svd(op, method)
+        op.check_output(y)
+        self.op = op
+        self.ybar = op.y_spectral(y)  # (B, R)
+        self.nu = op.spectral_noise_std(sigma_y).to(y.device, y.real.dtype)  # (R,), inf where unmeasured
+        self.measured = torch.isfinite(self.nu)
+        self.R = self.ybar.shape[1]
+
+    def _rebuild(self, z_full, head, a, x):
+        """Map spectral coordinates back to x_t = α V z, keeping unmeasured coordinates of ``z_full``."""
+        R = self.R
+        head = torch.where(self.measured, head, z_full[:, :R])
+        z = torch.cat([head, z_full[:, R:]], dim=1) if R < z_full.shape[1] else head
+        return bcast(a, x) * self.op.V(z)
+
+
+class Projection(_SpectralTerm):
+    """Imputation by projection (Song et al. 2021, App. I.1; colorization I.2, through the operator's SVD):
+    after each step the measured spectral coordinates of x̄ = x_t/α are replaced by the measurement
+    diffused to the same noise level, ``ȳ + sqrt(r² − ν²) ε``. Noise-aware for ``σ_y > 0``: where the
+    measurement is noisier than the state (``ν > r``) they are averaged with precision weights,
+    ``x̄ ← (ν² x̄ + r² ȳ)/(r² + ν²)``, so a noisy y is not taken as exact (cf. DDRM eq. 8)."""
+
+    def post(self, x, t, generator=None, final=False, model=None):
+        sde = model.sde
+        a, r = sde.alpha(t), _ratio_batch(sde, t, x)[:, None]
+        z = self.op.V_T(x / bcast(a, x))
+        cur = z[:, :self.R]
+        eps = 0 if final else _spectral_noise(self.op, x, generator, self.R)
+        nu = self.nu
+        exact = self.ybar + torch.sqrt((r**2 - nu**2).clamp_min(0)) * eps
+        nu2 = torch.where(self.measured, nu**2, torch.zeros_like(nu))
+        blend = (nu2 * cur + r**2 * self.ybar) / (r**2 + nu2).clamp_min(1e-30)
+        head = torch.where(r >= nu, exact, blend)
+        return self._rebuild(z, head, a, x)
+
+
+class DDRMCorrection(_SpectralTerm):
+    """DDRM's update of the measured spectral coordinates (Kawar et al. 2022, eq. 7–8), applied after a
+    DDIM step (which gives the unmeasured ones, eq. 7 top) from the step's Tweedie estimate x̄0:
+
+    - ``r < ν`` (measurement noisier): ``x̄0 + sqrt(1−η²) r (ȳ − x̄0)/ν + η r ε``
+    - ``r ≥ ν``: ``(1 − η_b) x̄0 + η_b ȳ + sqrt(r² − η_b² ν²) ε``.
+    """
+
+    def __init__(self, op, y, sigma_y=None, eta: float = 0.85, eta_b: float = 1.0):
+        super().__init__(op, y, sigma_y, "ddrm")
+        self.eta, self.eta_b, self._x0 = float(eta), float(eta_b), None
+
+    def score(self, x, t, x0, model):
+        self._x0 = x0.detach()
+        return None
+
+    def post(self, x, t, generator=None, final=False, model=None):
+        if self._x0 is None:
+            return x
+        sde = model.sde
+        a, r = sde.alpha(t), _ratio_batch(sde, t, x)[:, None]
+        z = self.op.V_T(x / bcast(a, x))
+        z0 = self.op.V_T(self._x0)[:, :self.R]
+        eps = 0 if final else _spectral_noise(self.op, x, generator, self.R)
+        nu, eta, eta_b = self.nu, self.eta, self.eta_b
+        nu_safe = torch.where(self.measured, nu, torch.ones_like(nu)).clamp_min(1e-30)
+        noisy = z0 + (1 - eta**2) ** 0.5 * r * (self.ybar - z0) / nu_safe + eta * r * eps
+        clean = (1 - eta_b) * z0 + eta_b * self.ybar + torch.sqrt((r**2 - eta_b**2 * nu**2).clamp_min(0)) * eps
+        head = torch.where(r < nu, noisy, clean)
+        if final:
+            self._x0 = None
+        return self._rebuild(z, head, a, x)
+
+
+class DPS(Term):
+    """Diffusion posterior sampling (Chung et al. 2023, Algorithm 1): after each step,
+    ``x ← x − ζ_i ∇_{x_t} ‖y − A(x̂0(x_t))‖²`` with the paper's step rule ``ζ_i = ζ'/‖y − A(x̂0)‖``.
+    Works with any differentiable operator, linear or not; costs a backward pass per step."""
+
+    needs_grad = True
+
+    def __init__(self, op, y, zeta: float = 1.0):
+        op.check_output(y)
+        self.op, self.y, self.zeta, self._corr = op, y, float(zeta), None
+
+    def score(self, x, t, x0, model):
+        res = (self.y - self.op(x0)).flatten(1)
+        sq = res.pow(2).sum(1)
+        grad = torch.autograd.grad(sq.sum(), x, retain_graph=True)[0]
+        self._corr = -self.zeta * grad / bcast(sq.detach().sqrt().clamp_min(1e-12), x)
+        return None
+
+    def post(self, x, t, generator=None, final=False, model=None):
+        if self._corr is None:
+            return x
+        x, self._corr = x + self._corr, None
+        return x
+
+
+class PiGDM(Term):
+    """Pseudoinverse-guided diffusion (ΠGDM; Song, Vahdat, Mardani & Kautz 2023, eq. 7–8):
+
+        ∇ log p_t(y | x_t) ≈ (∂x̂0/∂x_t)ᵀ Aᵀ (r_t² A Aᵀ + σ_y² I)⁻¹ (y − A x̂0),   r_t² = r²/(1 + r²),
+
+    one vector–Jacobian product per step. The inverse is diagonal in U for SVD operators, conjugate
+    gradients otherwise."""
+
+    needs_grad = True
+
+    def __init__(self, op, y, sigma_y=None, weight: float = 1.0):
+        from operators import LinearOperator
+        if not isinstance(op, LinearOperator):
+            raise TypeError(f"ΠGDM needs a linear operator (operators.LinearOperator); got {type(op).__name__}. "
+                            "Use method 'dps' for nonlinear operators.")
+        op.check_output(y)
+        self.op, self.y, self.weight = op, y, float(weight)
+        self.sigma_y = float(op.sigma_y if sigma_y is None else sigma_y)
+
+    def _inv(self, v, r2):
+        from operators import SVDOperator, conjugate_gradient
+        op, s2 = self.op, self.sigma_y**2
+        if isinstance(op, SVDOperator):
+            u = op.U_T(v)
+            sv = op.singular_values
+            denom = torch.full((u.shape[1],), s2, dtype=sv.dtype, device=sv.device)[None].repeat(u.shape[0], 1)
+            denom[:, :sv.numel()] = r2[:, None] * sv**2 + s2
+            return op.U(u / denom.clamp_min(1e-12))
+        r2b = r2.reshape(-1, *([1] * (v.ndim - 1)))
+        return conjugate_gradient(lambda w: r2b * op.A(op.A_T(w)) + s2 * w, v, tol=1e-6)
+
+    def score(self, x, t, x0, model):
+        r = _ratio_batch(model.sde, t, x)
+        r2 = r**2 / (1 + r**2)
+        v = self._inv((self.y - self.op(x0.detach())), r2)
+        g = torch.autograd.grad(x0, x, grad_outputs=self.op.A_T(v), retain_graph=True)[0]
+        return self.weight * g

@@ -1,0 +1,80 @@
+"""Closed-form posterior fixtures for testing samplers (library code, used by tests and benchmarks).
+
+A Gaussian-mixture prior and a linear Gaussian measurement y = A x + σ_y n have a Gaussian-mixture
+posterior (Bishop 2006, eq. 2.116–2.117), per component k with covariance C_k:
+
+    Σ'_k = (C_k⁻¹ + AᵀA/σ_y²)⁻¹,   μ'_k = Σ'_k (C_k⁻¹ μ_k + Aᵀy/σ_y²),   w'_k ∝ w_k N(y; A μ_k, A C_k Aᵀ + σ_y² I).
+
+:func:`mixture_problem` builds the setting of Cardoso et al. 2024 (MCGdiff, Sec. 5.1): 25 unit-covariance
+components with means (8i, 8j), i, j ∈ {−2..2}, tiled over d/2 coordinate pairs, and a random A with
+d_y rows and singular values in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .priors import GaussianMixture
+
+__all__ = ["MixtureProblem", "mixture_problem", "grid_mixture", "mixture_posterior"]
+
+
+def grid_mixture(d: int, spacing: float = 8.0, dtype=torch.float64) -> GaussianMixture:
+    """25 equally weighted unit-covariance components at (8i, 8j), i, j ∈ {−2..2}, tiled over d/2 pairs."""
+    if d % 2:
+        raise ValueError(f"d must be even (pairs of coordinates), got {d}")
+    g = torch.arange(-2, 3, dtype=dtype) * spacing
+    pairs = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(25, 2)
+    return GaussianMixture(torch.ones(25, dtype=dtype), pairs.repeat(1, d // 2))
+
+
+def mixture_posterior(prior: GaussianMixture, A: torch.Tensor, y: torch.Tensor, sigma_y: float) -> GaussianMixture:
+    """Exact posterior of a unit- or shared-covariance mixture under ``y = A x + σ_y n`` (one y, shape (d_y,))."""
+    if prior.Q is not None and prior.Q.ndim == 3:
+        raise ValueError("mixture_posterior supports identity, isotropic or shared covariances")
+    d = prior.dim
+    eye = torch.eye(d, dtype=A.dtype, device=A.device)
+    Q = prior.Q if prior.Q is not None else eye
+    lam = prior.lam
+    if not torch.allclose(lam, lam[:1].expand_as(lam)):
+        raise ValueError("mixture_posterior needs one covariance shared by all components")
+    C = (Q * lam[0]) @ Q.T
+    S = A @ C @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+    K = torch.linalg.solve(S, A @ C).T  # C Aᵀ S⁻¹
+    cov = C - K @ A @ C
+    means = prior.means + (y[None] - prior.means @ A.T) @ K.T
+    resid = y[None] - prior.means @ A.T
+    logn = -0.5 * (resid @ torch.linalg.inv(S) * resid).sum(1)
+    w = torch.softmax(prior.log_w + logn, 0)
+    return GaussianMixture(w, means, 0.5 * (cov + cov.T))
+
+
+@dataclass
+class MixtureProblem:
+    """A prior, an operator (``operators.DenseOperator`` with Gaussian noise), x, y and the exact posterior."""
+
+    prior: GaussianMixture
+    operator: object
+    A: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    sigma_y: float
+    posterior: GaussianMixture
+
+
+def mixture_problem(d: int, d_y: int, seed: int = 0, sigma_y: float | None = None) -> MixtureProblem:
+    """The MCGdiff-style fixture: random A = U diag(s) Vᵀ (Haar U, V; s ~ U[0, 1]), σ_y ~ U[0.1, 1] unless
+    given, x from the prior and y = A x + σ_y n (one measurement)."""
+    from operators import DenseOperator, GaussianNoise
+    g = torch.Generator().manual_seed(seed)
+    prior = grid_mixture(d)
+    U, _ = torch.linalg.qr(torch.randn(d_y, d_y, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    s = torch.rand(d_y, generator=g, dtype=torch.float64)
+    A = U @ torch.diag(s) @ V[:, :d_y].T
+    sig = float(0.1 + 0.9 * torch.rand((), generator=g, dtype=torch.float64)) if sigma_y is None else float(sigma_y)
+    x = prior.sample(1, generator=g)
+    y = x @ A.T + sig * torch.randn(1, d_y, generator=g, dtype=torch.float64)
+    op = DenseOperator(A, noise=GaussianNoise(sig))
+    return MixtureProblem(prior, op, A, x, y, sig, mixture_posterior(prior, A, y[0], sig))
