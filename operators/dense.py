@@ -37,13 +37,12 @@ class DenseOperator(SVDOperator):
         self._register_svd(s.to(dtype), rtol=svd_rtol)
         r = s.numel()
         s_inv = self._s_inv.to(torch.float64)
-        # Row-major right operands so each batched product is a plain (non-transposed) GEMM.
-        self.register_buffer("_MT", M64.T.contiguous().to(dtype), persistent=False)
+        # Layouts picked by timing against deepinv at batch 8 (x @ Mᵀ as a transposed view was fastest for A).
         self.register_buffer("_pinvT", (U[:, :r] @ (Vh[:r] * s_inv[:, None])).contiguous().to(dtype),
                              persistent=False)
 
     def _A(self, x):
-        return (x.flatten(1) @ self._MT).view(x.shape[0], *self.output_shape)
+        return (x.flatten(1) @ self.matrix.T).view(x.shape[0], *self.output_shape)
 
     def _A_T(self, y):
         return (y.flatten(1) @ self.matrix).view(y.shape[0], *self.input_shape)
