@@ -257,6 +257,8 @@ def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
     shape = tuple(prior.data_shape)
     guidance = load_guidance(cfg.guidance, prior_name, card, device)
     run_dir = new_run_dir(cfg.out, task)
+    if cfg.out and run_dir != Path(cfg.out):
+        warnings.warn(f"{str(cfg.out)!r} exists; writing to {str(run_dir)!r} instead of overwriting it", stacklevel=2)
     common = dict(task=task, run_dir=str(run_dir), device=str(device), threads=threads,
                   prior={"checkpoint": str(cfg.prior.checkpoint), "name": prior_name, "shape": list(shape)},
                   overrides=list(overrides or []), config=OmegaConf.to_container(cfg, resolve=True))

@@ -61,6 +61,7 @@ def expand_sweep(overrides: list[str], multirun: bool) -> list[list[str]]:
 
 
 def _one_line(msg: str) -> str:
+    msg = msg.split("\nConfig search path", 1)[0]  # Hydra's search-path dump is noise to a user
     msg = re.sub(r"\n\s*\n", ". ", msg.strip())
     msg = re.sub(r":\s*\n\t", ": ", msg)
     msg = re.sub(r"\n\t", ", ", msg)
