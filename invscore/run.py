@@ -238,7 +238,6 @@ def _mean(values) -> float | None:
 
 def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the task described by ``cfg`` (composed from configs/) and write its outputs; returns the summary."""
-    from omegaconf import OmegaConf
     from .utils import resolve_device
     t_start = time.perf_counter()
     task = str(cfg.task.name)
@@ -251,11 +250,22 @@ def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
         device = resolve_device(cfg.device)
     except (ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
-    threads = configure_threads(cfg.threads)
+    before = torch.get_num_threads()
+    try:  # a run inside a larger process (tests, notebooks) must not leave its thread count behind
+        return _execute(cfg, overrides, task, device, configure_threads(cfg.threads), t_start)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _execute(cfg, overrides, task, device, threads, t_start) -> dict[str, Any]:
+    from omegaconf import OmegaConf
     prior, card = load_prior(cfg.prior.checkpoint, device, task)
     prior_name = str(card.get("name", cfg.prior.checkpoint))
     shape = tuple(prior.data_shape)
     guidance = load_guidance(cfg.guidance, prior_name, card, device)
+    if task != "generate":  # every input is checked before a run directory exists
+        x01, names = load_inputs(cfg.data, cfg.prior, card, shape)
+        op = build_operator(cfg.operator, shape, float(cfg.sigma_y), device)
     run_dir = new_run_dir(cfg.out, task)
     if cfg.out and run_dir != Path(cfg.out):
         warnings.warn(f"{str(cfg.out)!r} exists; writing to {str(run_dir)!r} instead of overwriting it", stacklevel=2)
@@ -263,19 +273,22 @@ def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
                   prior={"checkpoint": str(cfg.prior.checkpoint), "name": prior_name, "shape": list(shape)},
                   overrides=list(overrides or []), config=OmegaConf.to_container(cfg, resolve=True))
     io.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if task == "generate":
-        summary = _run_generate(cfg, prior, guidance, device, run_dir)
-    else:
-        summary = _run_inverse(cfg, prior, card, shape, guidance, device, run_dir)
+    try:
+        if task == "generate":
+            summary = _run_generate(cfg, prior, guidance, device, run_dir)
+        else:
+            summary = _run_inverse(cfg, prior, op, x01, names, guidance, device, run_dir)
+    except UserError:
+        import shutil
+        shutil.rmtree(run_dir, ignore_errors=True)  # created by this run a moment ago: nothing else in it
+        raise
     summary = {**common, **summary, "wall_seconds": time.perf_counter() - t_start}
     io.write_json(run_dir / "summary.json", summary)
     return summary
 
 
-def _run_inverse(cfg, prior, card, shape, guidance, device, run_dir: Path) -> dict[str, Any]:
+def _run_inverse(cfg, prior, op, x01, names, guidance, device, run_dir: Path) -> dict[str, Any]:
     from .conditional import solve
-    x01, names = load_inputs(cfg.data, cfg.prior, card, shape)
-    op = build_operator(cfg.operator, shape, float(cfg.sigma_y), device)
     x = io.to_data(x01).to(device)
     g_meas = torch.Generator(device).manual_seed(int(cfg.seed))
     g_sample = torch.Generator(device).manual_seed(int(cfg.seed) + 1)

@@ -134,18 +134,20 @@ def _bad(name, ckpts, tmp_path):
         "no_prior": (["inpaint", "--prior", "no_such_prior"], "no prior named 'no_such_prior' is shipped"),
         "sweep": (["inpaint", *g, "steps=1,2"], "add -m (--multirun)"),
         "ratio": (["inpaint", *g, "--mask", "half", "--ratio", "0.3"], "--ratio applies to --mask random"),
+        "option": (["inpaint", *g, "+method.options.particles=3"], "method 'pigdm' does not take ['particles']"),
         "class": (["generate", *g, "--class", "3", "--classifier", str(tmp_path / "none")], "cannot load classifier"),
     }[name]
 
 
 @pytest.mark.parametrize("name", ["mask", "kernel", "method", "method_override", "scale", "missing", "undecodable",
-                                  "size", "gray_colorize", "no_prior", "sweep", "ratio", "class"])
+                                  "size", "gray_colorize", "no_prior", "sweep", "ratio", "option", "class"])
 def test_user_errors_exit_2_with_one_line(name, ckpts, tmp_path, capsys):
     argv, expected = _bad(name, ckpts, tmp_path)
     code, cap = _run(argv, capsys)
     assert code == 2
     assert expected in cap.err and cap.err.startswith("invscore: error: ")
     assert cap.err.count("\n") == 1 and "Traceback" not in cap.err
+    assert not list(tmp_path.glob("outputs/*/*"))  # a refused run leaves no run directory behind
 
 
 @pytest.mark.skipif("emoji" in shipped(), reason="an RGB prior is shipped now")
