@@ -13,8 +13,22 @@ from .blur import Blur, BlurFFT
 from .color import Grayscale, LUMA_WEIGHTS, colour_transform
 from .resize import AvgPool, Bicubic
 from .dense import DenseOperator
-from .deepinv_bridge import from_deepinv, to_deepinv
 from .registry import make, available, register
+
+
+
+def from_deepinv(physics, input_shape, output_shape=None):
+    """A deepinv physics as an invscore operator (see :func:`operators.deepinv_bridge.from_deepinv`).
+    Imported on first use: deepinv takes seconds to import, and most runs never need it."""
+    from .deepinv_bridge import from_deepinv as _from
+    return _from(physics, input_shape, output_shape)
+
+
+def to_deepinv(op):
+    """An invscore operator as deepinv physics (see :func:`operators.deepinv_bridge.to_deepinv`)."""
+    from .deepinv_bridge import to_deepinv as _to
+    return _to(op)
+
 
 __all__ = [
     "Operator", "LinearOperator", "FunctionOperator", "LinearFunctionOperator", "conjugate_gradient",
