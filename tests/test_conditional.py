@@ -6,27 +6,16 @@ import operators
 from invscore.conditional import METHODS, ClassifierGuidance, Guided, Term, solve
 from invscore.conditional.classifier import MLPClassifier, fit_classifier
 from invscore.priors import Diffusion, Gaussian, GaussianMixture, StationaryGaussian
-from invscore.samplers import sample, sample_pc, time_grid
+from invscore.samplers import sample
 from invscore.sde import VPSDE
 from invscore.stats import sliced_wasserstein
-from invscore.testing import mixture_problem
+from invscore.testing import mixture_problem, posterior_references
 
 N, K, STEPS = 300, 16, 60
 
 
 def _references(p, seed=0):
-    """Exact posterior samples, the floor (mean of 4 exact-vs-exact distances) and the oracle (the same
-    ancestral sampler and steps driven by the exact posterior's own denoiser)."""
-    g = torch.Generator().manual_seed(seed)
-    exact = p.posterior.sample(N, g)
-    dirs = torch.randn(p.prior.dim, 200, generator=g, dtype=torch.float64)
-    dirs /= dirs.norm(dim=0)
-    floor = sum(float(sliced_wasserstein(exact, p.posterior.sample(N, g), directions=dirs)) for _ in range(4)) / 4
-    sde = VPSDE()
-    x = sde.prior_sampling((N, p.prior.dim), generator=g, dtype=torch.float64)
-    oracle_x = sample_pc(Diffusion(p.posterior, sde), x, time_grid(sde, STEPS, dtype=torch.float64),
-                         predictor="ancestral", generator=g).x
-    return exact, dirs, floor, float(sliced_wasserstein(oracle_x, exact, directions=dirs))
+    return posterior_references(p, N, STEPS, seed)
 
 
 @pytest.mark.parametrize("d_y", [1, 2, 4])
