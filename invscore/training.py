@@ -76,6 +76,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        """One EMA step after optimiser step `step` (buffers are copied, not averaged)."""
         beta = min(self.decay, (1 + step) / (10 + step))
         for e, p in zip(self.model.state_dict().values(), model.state_dict().values()):
             if e.is_floating_point():
