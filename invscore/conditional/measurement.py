@@ -79,8 +79,11 @@ class Projection(_SpectralTerm):
 
 
 class DDRMCorrection(_SpectralTerm):
-    """DDRM's update of the measured spectral coordinates (Kawar et al. 2022, eq. 7–8), applied after a
-    DDIM step (which gives the unmeasured ones, eq. 7 top) from the step's Tweedie estimate x̄0:
+    """DDRM's update of the measured spectral coordinates (Kawar et al. 2022, eq. 8), applied after a DDIM
+    step from the step's Tweedie estimate x̄0. The unmeasured coordinates keep the DDIM step with the same
+    η: its noise ``η r_s sqrt(1 − r_s²/r_t²)`` is the posterior-variance form; DDRM's eq. 7 (top) injects
+    ``η r_s`` at every step, which on a unit Gaussian prior with 100 steps shrinks the posterior variance by
+    ~30% (measured), where the DDIM form loses ~10%.
 
     - ``r < ν`` (measurement noisier): ``x̄0 + sqrt(1−η²) r (ȳ − x̄0)/ν + η r ε``
     - ``r ≥ ν``: ``(1 − η_b) x̄0 + η_b ȳ + sqrt(r² − η_b² ν²) ε``.
