@@ -307,6 +307,8 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, device, run_dir: Path) ->
                             generator=g_sample, guidance=guidance, callback=lambda _: bar.update(1), **options)
             except (ValueError, TypeError) as exc:
                 raise UserError(f"method {method!r}: {exc}") from None
+            except FloatingPointError as exc:
+                raise UserError(str(exc)) from None
             outs.append(res.x.detach())
             nfe, seconds = max(nfe, res.nfe), seconds + res.seconds
     finally:

@@ -16,7 +16,8 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_proj: int = 256, gene
     if x.shape != y.shape:
         raise ValueError(f"sample sets must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if directions is None:
-        directions = torch.randn(x.shape[1], n_proj, generator=generator, dtype=x.dtype).to(x.device)
+        directions = torch.randn(x.shape[1], n_proj, generator=generator, dtype=x.dtype,
+                                 device=generator.device if generator is not None else x.device).to(x.device)
         directions = directions / directions.norm(dim=0, keepdim=True)
     px, _ = torch.sort(x @ directions, dim=0)
     py, _ = torch.sort(y @ directions, dim=0)

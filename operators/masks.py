@@ -38,7 +38,7 @@ class Mask(SVDOperator):
             raise ValueError(f"Mask: expected a mask of shape (H, W), (1, H, W) or (C, H, W), got {tuple(mask.shape)}")
         if mask.shape[0] not in (1, channels):
             raise ValueError(f"Mask: expected 1 or {channels} mask channels, got {mask.shape[0]}")
-        if not torch.isin(mask.double(), torch.tensor([0.0, 1.0], dtype=torch.float64)).all():
+        if not ((mask == 0) | (mask == 1)).all():
             raise ValueError("Mask: expected a binary mask with values in {0, 1}, got non-binary values; "
                              "threshold it first (e.g. (mask > 0.5).float())")
         shape = (channels, mask.shape[1], mask.shape[2])

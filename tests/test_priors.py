@@ -158,3 +158,12 @@ def test_check_input_messages():
         prior.check_input(torch.zeros(4, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="weights must be"):
         GaussianMixture(torch.tensor([-1.0, 1.0]), torch.zeros(2, 3))
+
+
+def test_gaussian_posterior_with_isotropic_covariance():
+    """Regression: an isotropic covariance (no eigenbasis stored) has a posterior too."""
+    prior = Gaussian(torch.zeros(3, dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64))
+    A = torch.eye(2, 3, dtype=torch.float64)
+    mean, cov = prior.posterior(A, torch.ones(2, dtype=torch.float64), 1.0)
+    torch.testing.assert_close(mean, torch.tensor([2 / 3, 2 / 3, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(cov.diag(), torch.tensor([2 / 3, 2 / 3, 2.0], dtype=torch.float64))

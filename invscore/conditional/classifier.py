@@ -49,11 +49,12 @@ def fit_classifier(clf: nn.Module, data, steps: int = 500, batch: int = 256, lr:
     losses = []
     for _ in range(steps):
         x0, labels = data(batch, generator)
-        ln_s = p_mean + p_std * torch.randn(batch, generator=generator, dtype=x0.dtype)
-        ln_u = math.log(1e-3) + (math.log(sigma_max) - math.log(1e-3)) * torch.rand(batch, generator=generator,
-                                                                                     dtype=x0.dtype)
-        sigma = torch.where(torch.rand(batch, generator=generator) < 0.5, ln_s, ln_u).exp().to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        # draws happen on the generator's device (a CUDA generator cannot fill CPU tensors)
+        kw = dict(generator=generator, dtype=x0.dtype, device=generator.device if generator is not None else x0.device)
+        ln_s = p_mean + p_std * torch.randn(batch, **kw)
+        ln_u = math.log(1e-3) + (math.log(sigma_max) - math.log(1e-3)) * torch.rand(batch, **kw)
+        sigma = torch.where(torch.rand(batch, **kw) < 0.5, ln_s, ln_u).exp().to(x0.device)
+        noise = torch.randn(x0.shape, **kw).to(x0.device)
         loss = F.cross_entropy(clf(x0 + bcast(sigma, x0) * noise, sigma), labels)
         opt.zero_grad()
         loss.backward()

@@ -104,7 +104,8 @@ class ClassifierGuidance(Term):
 
 class ClassifierFreeGuidance(Term):
     """Classifier-free guidance (Ho & Salimans 2022, eq. 6) for a prior ``cond_denoiser(x, sigma, c)``
-    that takes a condition (``None`` = unconditional): ``x̂0 = x̂0_u + w (x̂0_c − x̂0_u)``, i.e. the term
+    that takes a condition (``None`` = unconditional): ``x̂0 = x̂0_u + w (x̂0_c − x̂0_u)`` — here ``w = 1`` is
+    the plain conditional model (the paper's w is ours minus 1) — i.e. the term
     ``w ∇ log p_t(c | x_t) = w (α/σ²)(x̂0_c − x̂0_u)``. Costs one extra network evaluation per step."""
 
     def __init__(self, cond_denoiser, label, weight: float = 1.0):

@@ -118,7 +118,8 @@ class DDRMCorrection(_SpectralTerm):
 class DPS(Term):
     """Diffusion posterior sampling (Chung et al. 2023, Algorithm 1): after each step,
     ``x ← x − ζ_i ∇_{x_t} ‖y − A(x̂0(x_t))‖²`` with the paper's step rule ``ζ_i = ζ'/‖y − A(x̂0)‖``.
-    Works with any differentiable operator, linear or not; costs a backward pass per step."""
+    Works with any differentiable operator, linear or not; costs a backward pass per step. This is the
+    algorithm as printed: the authors' code steps along ∇‖r‖ (not ∇‖r‖²), so their ζ' is twice ours."""
 
     needs_grad = True
 

@@ -63,8 +63,10 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
     ``prior``: a Prior, a callable denoiser ``D(x, sigma)``, or a :class:`Diffusion` (then ``sde`` is
     ignored). ``sigma_y``: the noise level the method assumes (default: the operator's). ``guidance``:
     extra terms, e.g. ``[ClassifierGuidance(clf, 3, gamma)]`` to inpaint *as* class 3. ``options`` go to
-    the method: ``particles`` (smc), ``zeta`` (dps), ``eta``/``eta_b`` (ddrm), ``weight`` (pigdm),
-    ``snr``/``corrector`` (projection). Returns samples, NFE per image and wall time.
+    the method (defaults in ``_OPTIONS``): ``particles``, ``ess_threshold`` (smc); ``zeta`` (dps);
+    ``eta``, ``eta_b`` (ddrm); ``weight``, ``eta`` (pigdm); ``corrector``, ``snr``, ``n_corrector``
+    (projection). The prior's sample shape must be the operator's input shape. Returns samples, NFE per
+    image and wall time.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
@@ -79,6 +81,7 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
     steps = METHODS[method][1] if steps is None else int(steps)
     ts = time_grid(model.sde, steps, METHODS[method][2], device=y.device, dtype=y.dtype)
     shape = (y.shape[0], *operator.input_shape)
+    model.prior.check_input(torch.empty((1, *operator.input_shape), dtype=y.dtype))
     allowed = _OPTIONS[method]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
@@ -104,7 +107,8 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
                 res = sample_ddim(Guided(model, [term, *guidance]), x, ts, eta=options["eta"], **kw)
             elif method == "dps":
                 guided = Guided(model, [DPS(operator, y, zeta=options["zeta"]), *guidance])
-                res = sample_pc(guided, x, ts, predictor="ancestral", corrector="none", **kw)
+                # the last state, not the predictor's mean: it carries DPS's last gradient correction
+                res = sample_pc(guided, x, ts, predictor="ancestral", corrector="none", return_mean=False, **kw)
             else:
                 guided = Guided(model, [PiGDM(operator, y, sigma_y, weight=options["weight"]), *guidance])
                 res = sample_ddim(guided, x, ts, eta=options["eta"], **kw)

@@ -38,16 +38,16 @@ class GaussianMixture(Prior):
         super().__init__()
         means = torch.as_tensor(means)
         K, d = means.shape
-        weights = torch.as_tensor(weights, dtype=means.dtype)
+        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device)
         if weights.shape != (K,) or (weights < 0).any() or not weights.sum() > 0:
             raise ValueError(f"weights must be {K} non-negative numbers with a positive sum, got {tuple(weights.shape)}")
         self.register_buffer("log_w", torch.log(weights / weights.sum()))
         self.register_buffer("means", means)
         Q = None
         if covs is None:
-            lam = torch.ones(K, d, dtype=means.dtype)
+            lam = torch.ones(K, d, dtype=means.dtype, device=means.device)
         else:
-            covs = torch.as_tensor(covs, dtype=means.dtype)
+            covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
             if covs.shape == (K,):
                 lam = covs[:, None].expand(K, d).clone()
             elif covs.shape in {(d, d), (K, d, d)}:
@@ -120,14 +120,19 @@ class Gaussian(GaussianMixture):
 
     def __init__(self, mean, cov, data_shape=None):
         mean = torch.as_tensor(mean)
-        super().__init__(torch.ones(1, dtype=mean.dtype), mean.reshape(1, -1), torch.as_tensor(cov, dtype=mean.dtype),
+        super().__init__(torch.ones(1, dtype=mean.dtype, device=mean.device), mean.reshape(1, -1),
+                         torch.as_tensor(cov, dtype=mean.dtype, device=mean.device),
                          data_shape=data_shape)
 
     def posterior(self, A: torch.Tensor, y: torch.Tensor, sigma_y: float):
         """Closed-form posterior of ``y = A x + sigma_y n`` (Bishop eq. 2.116–2.117): mean and covariance
         ``Σ' = (C⁻¹ + AᵀA/σ_y²)⁻¹``, ``mu' = Σ'(C⁻¹ mu + Aᵀ y/σ_y²)`` computed stably as
         ``mu + C Aᵀ (A C Aᵀ + σ_y² I)⁻¹ (y − A mu)``."""
-        C = (self.Q[0] * self.lam[0]) @ self.Q[0].T if self.Q.ndim == 3 else (self.Q * self.lam[0]) @ self.Q.T
+        if self.Q is None:
+            C = torch.diag(self.lam[0])
+        else:
+            Q = self.Q[0] if self.Q.ndim == 3 else self.Q
+            C = (Q * self.lam[0]) @ Q.T
         mu = self.means[0]
         S = A @ C @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=C.dtype, device=C.device)
         K = torch.linalg.solve(S, A @ C).T  # C Aᵀ S⁻¹

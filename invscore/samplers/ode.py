@@ -131,4 +131,5 @@ def sample_rk45(model, x, t0: float | None = None, t1: float | None = None, rtol
     y, _ = rk45(lambda t, v: pf_velocity(model, v, t), x, t0, t1, rtol, atol)
     if not bool(torch.isfinite(y).all()):
         raise FloatingPointError("rk45 sampler produced NaN or inf; check the prior on noisy inputs")
-    return SampleResult(model.post_step(y, torch.tensor(t1), generator, final=True), model.nfe - nfe0)
+    return SampleResult(model.post_step(y, torch.tensor(t1, dtype=y.dtype, device=y.device), generator, final=True),
+                        model.nfe - nfe0)

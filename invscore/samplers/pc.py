@@ -97,13 +97,14 @@ def _lookup(table, name, what):
 
 @torch.no_grad()
 def sample_pc(model, x, ts, predictor="reverse_diffusion", corrector="none", snr=0.16, n_corrector=1,
-              generator=None, callback=None, return_trajectory=False) -> SampleResult:
+              generator=None, callback=None, return_trajectory=False, return_mean: bool = True) -> SampleResult:
     """Predictor–corrector sampler (Song et al. 2021, Algorithm 1 generalised; Algorithms 2–3).
 
     ``model`` is a :class:`~invscore.priors.Diffusion` (or a conditional wrapper of one), ``x`` the start
     state at ``ts[0]``, ``ts`` a decreasing time grid. After every predictor and corrector move the
     model's ``post_step`` hook runs (projections for inpainting live there). Returns the last predictor
-    step's noise-free mean (as Song et al.), or the last corrector state, and the number of network
+    step's noise-free mean (as Song et al.; ``return_mean=False`` returns the last state, which keeps
+    corrections a post-step made to it), or the last corrector state, and the number of network
     evaluations.
     """
     predict = _lookup(PREDICTORS, predictor, "predictor")
@@ -122,7 +123,7 @@ def sample_pc(model, x, ts, predictor="reverse_diffusion", corrector="none", snr
         emit(callback, traj, return_trajectory, i, s, x)
     # A corrector's noise-free mean x + ε∇log p is a shrunk sample (by ε/var: ~5% of the std at snr 0.16),
     # so with a corrector the last Langevin state is returned; without one, the predictor's mean (Song et al.).
-    out = x if correct is not no_corrector else x_mean
+    out = x if (correct is not no_corrector or not return_mean) else x_mean
     out = model.post_step(out, ts[-1], generator, final=True)
     guard.check()
     return SampleResult(out, model.nfe - nfe0, traj)
