@@ -26,6 +26,7 @@ import math
 import torch
 
 from ..samplers.common import SampleResult, emit, prepare
+from ..samplers.pc import posterior_kernel
 from .measurement import require_svd
 
 __all__ = ["sample_smc"]
@@ -88,7 +89,7 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
     traj = []
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
-        a_t, a_s, s_t, s_s = sde.alpha(t), sde.alpha(s), sde.sigma(t), sde.sigma(s)
+        a_s = sde.alpha(s)
         x0 = model.x0(x, t)
         # complete the weight of the target γ_t ∝ p(x_{t:T}) p̂_t(y | x_t) with the Tweedie twist
         r2t = sde.ratio(t) ** 2
@@ -102,8 +103,7 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
         x, x0, lt = x[flat], x0[flat], lt[flat]
         logw = torch.where(flag, torch.zeros_like(lw), lw).reshape(-1)
         # ancestral kernel N(m, c² I) = q(x_s | x_t, x0_hat) (Ho et al. 2020, eq. 6–7, any linear SDE)
-        c2 = s_s**2 * (1 - (a_t * s_s / (a_s * s_t)) ** 2).clamp_min(0)
-        m = a_s * x0 + torch.sqrt((s_s**2 - c2).clamp_min(0)) * (x - a_t * x0) / s_t
+        m, c2 = posterior_kernel(sde, x, x0, t, s)
         zm = coords(m, s)
         vbar, r2s = c2 / a_s**2, sde.ratio(s) ** 2
         tw = nu2 + r2s

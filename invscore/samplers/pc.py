@@ -42,11 +42,16 @@ def posterior_step(sde, x, x0, t, s, eta, z):
     ``eta = 1`` is ancestral sampling (DDPM's posterior variance β̃; SMLD's ancestral step for VE),
     ``eta = 0`` the deterministic DDIM / probability-flow step. Returns ``(x_s, mean)``.
     """
+    mean, c2 = posterior_kernel(sde, x, x0, t, s, eta)
+    return mean + bcast(torch.sqrt(c2), x) * z, mean
+
+
+def posterior_kernel(sde, x, x0, t, s, eta=1.0):
+    """Mean and variance ``c²`` of the step of :func:`posterior_step` (the Gaussian N(mean, c² I))."""
     a_t, a_s, s_t, s_s = sde.alpha(t), sde.alpha(s), sde.sigma(t), sde.sigma(s)
     c2 = eta**2 * s_s**2 * (1 - (a_t * s_s / (a_s * s_t)) ** 2).clamp_min(0)
     eps = (x - bcast(a_t, x) * x0) / bcast(s_t, x)
-    mean = bcast(a_s, x) * x0 + bcast(torch.sqrt((s_s**2 - c2).clamp_min(0)), x) * eps
-    return mean + bcast(torch.sqrt(c2), x) * z, mean
+    return bcast(a_s, x) * x0 + bcast(torch.sqrt((s_s**2 - c2).clamp_min(0)), x) * eps, c2
 
 
 def ancestral(model, x, t, s, generator=None):
