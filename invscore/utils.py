@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "per_sample"]
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -15,3 +15,10 @@ def resolve_device(device="auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here; use --device cpu or auto")
     return dev
+
+
+def per_sample(v, x: torch.Tensor) -> torch.Tensor:
+    """A noise level (number, 0-d or ``(B,)`` tensor) as a ``(B,)`` tensor on ``x``'s device and dtype —
+    the shape every denoiser and classifier in invscore takes."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return v.expand(x.shape[0]) if v.ndim == 0 else v

@@ -15,6 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..sde import bcast
+from ..utils import per_sample
 
 __all__ = ["MLPClassifier", "fit_classifier", "NOISE_CONVENTION"]
 
@@ -34,7 +35,7 @@ class MLPClassifier(nn.Module):
                                  nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        sigma = per_sample(sigma, x)
         c_in = 1 / torch.sqrt(sigma**2 + self.sigma_data**2)
         return self.net(torch.cat([c_in[:, None] * x.flatten(1), 0.25 * torch.log(sigma)[:, None]], dim=1))
 

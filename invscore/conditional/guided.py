@@ -17,6 +17,7 @@ import torch
 
 from ..priors.base import Diffusion
 from ..sde import bcast
+from ..utils import per_sample
 
 __all__ = ["Term", "Guided", "ClassifierGuidance", "ClassifierFreeGuidance"]
 
@@ -94,8 +95,7 @@ class ClassifierGuidance(Term):
         if self.gamma == 0.0:
             return None
         sde = model.sde
-        r = sde.ratio(t)
-        r = r.expand(x.shape[0]) if r.ndim == 0 else r
+        r = per_sample(sde.ratio(t), x)
         logits = self.classifier(x / bcast(sde.alpha(t), x), r)
         label = torch.as_tensor(self.label, device=x.device).long().expand(x.shape[0])
         logp = torch.log_softmax(logits, dim=-1).gather(1, label[:, None]).sum()
@@ -116,8 +116,7 @@ class ClassifierFreeGuidance(Term):
             return None
         sde = model.sde
         a = bcast(sde.alpha(t), x)
-        r = sde.ratio(t)
-        r = r.expand(x.shape[0]) if r.ndim == 0 else r
+        r = per_sample(sde.ratio(t), x)
         x0c = self.cond(x.detach() / a, r, self.label)
         model.base.nfe += 1
         return self.weight * a * (x0c - x0.detach()) / bcast(sde.sigma(t) ** 2, x)

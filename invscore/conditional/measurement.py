@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..sde import bcast
+from ..utils import per_sample
 from .guided import Term
 
 __all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "require_svd", "SVD_METHODS", "ANY_METHODS"]
@@ -35,8 +36,7 @@ def _spectral_noise(op, x, generator, R):
 
 
 def _ratio_batch(sde, t, x):
-    r = sde.ratio(t)
-    return r.expand(x.shape[0]) if r.ndim == 0 else r
+    return per_sample(sde.ratio(t), x)
 
 
 class _SpectralTerm(Term):

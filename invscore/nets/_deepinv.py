@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..utils import per_sample
+
 SMALL = {
     # Same widths and depth as our compact UNet (32/64/64, 1 block per level, attention at 8×8).
     "deepinv_ncsnpp": dict(channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(8,), dropout=0.0),
@@ -22,9 +24,7 @@ class DeepinvDenoiser(nn.Module):
         self.sigma_data = float(sigma_data)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = per_sample(sigma, x)
         return self.net(x, sigma.view(-1, 1, 1, 1), input_in_minus_one_one=True)
 
 

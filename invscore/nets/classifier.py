@@ -4,10 +4,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
 from torch import nn
 import torch.nn.functional as F
 
 from .unet import NoiseEmbedding, ResBlock, SelfAttention, _groups, edm_coefficients
+from ..utils import per_sample
 
 
 class NoiseConditionalClassifier(nn.Module):
@@ -42,9 +44,7 @@ class NoiseConditionalClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """x: (B, C, H, W), sigma: (B,) → logits (B, num_classes)."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = per_sample(sigma, x)
         _, _, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
         emb = self.embed(c_noise)
         h = self.conv_in(c_in.view(-1, 1, 1, 1) * x)

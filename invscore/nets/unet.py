@@ -14,6 +14,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..utils import per_sample
+
 
 def _groups(ch: int) -> int:
     # GroupNorm needs ch % groups == 0; 8 groups works for every width we use (>= 8).
@@ -203,9 +205,7 @@ class EDMDenoiser(nn.Module):
         self.sigma_data = float(sigma_data)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
+        sigma = per_sample(sigma, x)
         if sigma.shape != (x.shape[0],):
             raise ValueError(f"sigma must have shape (B,) = ({x.shape[0]},), got {tuple(sigma.shape)}; "
                              "pass one noise std per image")

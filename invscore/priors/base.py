@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..sde import SDE, bcast
+from ..utils import per_sample
 
 __all__ = ["Prior", "CallablePrior", "NetworkPrior", "Diffusion", "freeze", "as_prior"]
 
@@ -158,16 +159,12 @@ class Diffusion:
         self.prior, self.sde = as_prior(prior), sde
         self.nfe = 0
 
-    def _sigma_batch(self, r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        r = r.to(device=x.device, dtype=x.dtype)
-        return r.expand(x.shape[0]) if r.ndim == 0 else r
-
     def x0(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Tweedie estimate E[x0 | x_t] = D(x_t / alpha(t), sigma(t)/alpha(t))."""
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
         a = bcast(self.sde.alpha(t), x)
         self.nfe += 1
-        return self.prior.denoise(x / a, self._sigma_batch(self.sde.ratio(t), x))
+        return self.prior.denoise(x / a, per_sample(self.sde.ratio(t), x))
 
     def score_from_x0(self, x, t, x0):
         """``(alpha x0 − x) / sigma²``: the score implied by a Tweedie estimate (no network call)."""
