@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .priors import GaussianMixture
+from .priors.gaussian import linear_gaussian_update
 
 __all__ = ["MixtureProblem", "mixture_problem", "grid_mixture", "mixture_posterior", "posterior_references"]
 
@@ -39,15 +40,8 @@ def mixture_posterior(prior: GaussianMixture, A: torch.Tensor, y: torch.Tensor, 
     lam = prior.lam
     if not torch.allclose(lam, lam[:1].expand_as(lam)):
         raise ValueError("mixture_posterior needs one covariance shared by all components")
-    C = (Q * lam[0]) @ Q.T
-    S = A @ C @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    K = torch.linalg.solve(S, A @ C).T  # C Aᵀ S⁻¹
-    cov = C - K @ A @ C
-    means = prior.means + (y[None] - prior.means @ A.T) @ K.T
-    resid = y[None] - prior.means @ A.T
-    logn = -0.5 * (resid @ torch.linalg.inv(S) * resid).sum(1)
-    w = torch.softmax(prior.log_w + logn, 0)
-    return GaussianMixture(w, means, 0.5 * (cov + cov.T))
+    means, cov, log_evidence = linear_gaussian_update((Q * lam[0]) @ Q.T, prior.means, A, y, sigma_y)
+    return GaussianMixture(torch.softmax(prior.log_w + log_evidence, 0), means, cov)
 
 
 @dataclass

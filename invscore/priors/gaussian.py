@@ -15,7 +15,7 @@ import torch
 
 from .base import Prior
 
-__all__ = ["Gaussian", "DiagonalGaussian", "StationaryGaussian", "GaussianMixture"]
+__all__ = ["Gaussian", "DiagonalGaussian", "StationaryGaussian", "GaussianMixture", "linear_gaussian_update"]
 
 _LOG2PI = math.log(2 * math.pi)
 
@@ -23,6 +23,18 @@ _LOG2PI = math.log(2 * math.pi)
 def _flat_sigma2(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     s = torch.as_tensor(sigma, device=x.device, dtype=x.dtype)
     return (s.expand(x.shape[0]) if s.ndim == 0 else s).reshape(-1, 1) ** 2
+
+
+def linear_gaussian_update(C, means, A, y, sigma_y: float):
+    """Condition N(mu_k, C) on ``y = A x + σ_y n`` (Bishop 2006, eq. 2.116–2.117), in the stable gain form
+    ``K = C Aᵀ S⁻¹``, ``S = A C Aᵀ + σ_y² I``: posterior means ``mu_k + K (y − A mu_k)`` (rows of ``means``),
+    the shared covariance ``C − K A C`` and the log-evidence ``log N(y; A mu_k, S)`` up to a constant."""
+    S = A @ C @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=C.dtype, device=C.device)
+    K = torch.linalg.solve(S, A @ C).T
+    resid = y[None] - means @ A.T
+    cov = C - K @ A @ C
+    log_evidence = -0.5 * (resid * torch.linalg.solve(S, resid.T).T).sum(1)
+    return means + resid @ K.T, 0.5 * (cov + cov.T), log_evidence
 
 
 class GaussianMixture(Prior):
@@ -133,12 +145,8 @@ class Gaussian(GaussianMixture):
         else:
             Q = self.Q[0] if self.Q.ndim == 3 else self.Q
             C = (Q * self.lam[0]) @ Q.T
-        mu = self.means[0]
-        S = A @ C @ A.T + sigma_y**2 * torch.eye(A.shape[0], dtype=C.dtype, device=C.device)
-        K = torch.linalg.solve(S, A @ C).T  # C Aᵀ S⁻¹
-        mean = mu + (y - mu @ A.T) @ K.T
-        cov = C - K @ A @ C
-        return mean, 0.5 * (cov + cov.T)
+        means, cov, _ = linear_gaussian_update(C, self.means, A, y, sigma_y)
+        return means[0], cov
 
 
 class DiagonalGaussian(Prior):
@@ -165,6 +173,7 @@ class DiagonalGaussian(Prior):
         return (-0.5 * (torch.log(v) + _LOG2PI + (x - self.mean) ** 2 / v)).flatten(1).sum(1)
 
     def sample(self, n: int, generator=None):
+        """Exact samples mu + sqrt(var)·z."""
         z = torch.randn(n, *self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.var.sqrt() * z
 
@@ -211,5 +220,6 @@ class StationaryGaussian(Prior):
         return (-0.5 * (torch.log(v) + _LOG2PI + X.abs() ** 2 / v)).flatten(1).sum(1)
 
     def sample(self, n: int, generator=None):
+        """Exact samples mu + F⁻¹[sqrt(P)·F z]."""
         z = torch.randn(n, *self.P.shape, generator=generator, device=self.P.device, dtype=self.P.dtype)
         return self.mean + torch.fft.ifft2(self.P.sqrt() * torch.fft.fft2(z, norm="ortho"), norm="ortho").real
