@@ -4,9 +4,16 @@
 a fresh run directory: ``grid.png`` (measurement | samples | ground truth per row), ``metrics.csv``
 (per image and sample), ``summary.json`` (means, NFE, seconds, resolved config), ``config.yaml`` and
 ``samples/*.png``. Mistakes a user can fix raise :class:`UserError` with a one-line message.
+
+Inverse tasks run in batches of ``cfg.batch`` images formed over the whole input in order; batch ``b``
+draws its measurement noise and its samples from generators seeded by ``(seed, b)`` (:func:`batch_seed`).
+So results do not depend on how the batches are shared among processes: under ``torchrun`` rank ``r`` of
+``W`` solves batches ``r, r + W, …`` (:mod:`invscore.distributed`) and rank 0 merges the per-image rows
+into the same files a single process writes. They do depend on the batch size.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
@@ -19,9 +26,10 @@ from typing import Any
 import torch
 
 from . import io
+from .distributed import Shard, launched, local_world_size, shard
 
 __all__ = ["UserError", "configure_threads", "load_prior", "load_inputs", "build_operator", "measurement_view",
-           "load_guidance", "new_run_dir", "execute"]
+           "load_guidance", "new_run_dir", "batch_seed", "execute"]
 
 
 class UserError(ValueError):
@@ -29,7 +37,8 @@ class UserError(ValueError):
 
 
 def configure_threads(threads) -> int:
-    """Set torch's CPU threads: an int, or 'auto' = the cores left idle by other processes (at least 1).
+    """Set torch's CPU threads: an int, or 'auto' = the cores left idle by other processes (at least 1),
+    shared among the processes torchrun started on this machine.
 
     OpenMP threads that outnumber free cores spin against each other: on a 2-core machine busy with
     training, 2 threads made one UNet forward pass ~50× slower than 1 thread.
@@ -37,7 +46,7 @@ def configure_threads(threads) -> int:
     if threads in (None, "auto"):
         n = os.cpu_count() or 1
         busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        threads = max(1, min(n, int(round(n - busy))))
+        threads = max(1, min(n, int(round(n - busy))) // local_world_size())
     try:
         threads = int(threads)
     except (TypeError, ValueError):
@@ -105,7 +114,8 @@ def _fit(x: torch.Tensor, what: str, shape, resize: bool, prior_name: str) -> to
 
 def load_inputs(data, prior_cfg, card, shape) -> tuple[torch.Tensor, list[str]]:
     """Ground-truth images ``(N, C, H, W)`` in [0, 1] fitted to the prior, and their names: from
-    ``data.image`` (file or folder), ``data.dataset``, or the prior's shipped held-out test images."""
+    ``data.image`` (file or folder), ``data.dataset``, or else (``data.default``) the prior's shipped
+    held-out test images (``shipped``) or split ``data.split`` of the dataset it was trained on (``split``)."""
     from .data import load as load_dataset
     from .data.assets import shipped_test_sets, test_images
     n = int(data.n) if data.n is not None else None
@@ -121,13 +131,20 @@ def load_inputs(data, prior_cfg, card, shape) -> tuple[torch.Tensor, list[str]]:
             raise UserError(str(exc)) from None
         ims = [_fit(t[None], f"image {nm!r}", shape, bool(data.resize), prior_name) for t, nm in zip(ims, names)]
         return torch.cat(ims), names
-    if data.dataset is not None:
+    dataset = data.dataset
+    if dataset is None and data.image is None and data.get("default", "shipped") == "split":
+        dataset = (card.get("data") or {}).get("name")
+        if dataset is None:
+            raise UserError(f"prior {prior_name!r} does not name its training dataset in its card; "
+                            "pass --dataset NAME or --image FOLDER")
+    if dataset is not None:
         try:
-            x, _ = load_dataset(str(data.dataset), split=str(data.split), n=n)
+            x, _ = load_dataset(str(dataset), split=str(data.split), n=n)
         except (ValueError, ImportError, FileNotFoundError) as exc:
-            raise UserError(f"cannot load dataset {data.dataset!r}: {exc}") from None
-        x = _fit(x, f"dataset {data.dataset!r}", shape, bool(data.resize), prior_name)
-        return x, [f"{data.dataset}_{i:03d}" for i in range(x.shape[0])]
+            raise UserError(f"cannot load dataset {dataset!r}: {exc}") from None
+        x = _fit(x, f"dataset {dataset!r}", shape, bool(data.resize), prior_name)
+        width = max(3, len(str(x.shape[0] - 1)))
+        return x, [f"{dataset}_{i:0{width}d}" for i in range(x.shape[0])]
     sets = shipped_test_sets()
     candidates = [prior_cfg.get("test_images"), (card.get("data") or {}).get("name"), card.get("name")]
     name = next((s for s in candidates if s in sets), None)
@@ -236,29 +253,43 @@ def _mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def batch_seed(seed: int, batch: int, stream: int) -> int:
+    """The seed of batch ``batch``'s random ``stream`` (0: measurement noise, 1: sampling) in a run seeded
+    ``seed``: a 63-bit hash of the three, so that nearby seeds and batches get unrelated streams and no
+    process needs another's generator state."""
+    digest = hashlib.blake2b(f"{int(seed)}/{int(batch)}/{int(stream)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # 63 bits: a valid torch seed
+
+
 def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run the task described by ``cfg`` (composed from configs/) and write its outputs; returns the summary."""
+    """Run the task described by ``cfg`` (composed from configs/) and write its outputs; returns the summary.
+
+    Under torchrun every process calls this with the same config; each returns rank 0's summary."""
     from .utils import resolve_device
     t_start = time.perf_counter()
     task = str(cfg.task.name)
-    for key in ("steps", "batch", "samples"):
+    for key in ("steps", "batch", "samples", "grid_rows"):
         if int(cfg[key]) < 1:
             raise UserError(f"{key} must be >= 1, got {cfg[key]}")
     if float(cfg.sigma_y) < 0:
         raise UserError(f"--sigma-y must be >= 0, got {cfg.sigma_y}")
+    if task == "generate" and launched():
+        raise UserError("generate runs as one process; torchrun shards the inverse tasks (evaluate, inpaint, …)")
     try:
         device = resolve_device(cfg.device)
     except (ValueError, RuntimeError) as exc:
         raise UserError(str(exc)) from None
     before = torch.get_num_threads()
     try:  # a run inside a larger process (tests, notebooks) must not leave its thread count behind
-        return _execute(cfg, overrides, task, device, configure_threads(cfg.threads), t_start)
+        with shard(device) as sh:
+            return _execute(cfg, overrides, task, sh, configure_threads(cfg.threads), t_start)
     finally:
         torch.set_num_threads(before)
 
 
-def _execute(cfg, overrides, task, device, threads, t_start) -> dict[str, Any]:
+def _execute(cfg, overrides, task, sh: Shard, threads, t_start) -> dict[str, Any]:
     from omegaconf import OmegaConf
+    device = sh.device
     prior, card = load_prior(cfg.prior.checkpoint, device, task)
     prior_name = str(card.get("name", cfg.prior.checkpoint))
     shape = tuple(prior.data_shape)
@@ -266,81 +297,95 @@ def _execute(cfg, overrides, task, device, threads, t_start) -> dict[str, Any]:
     if task != "generate":  # every input is checked before a run directory exists
         x01, names = load_inputs(cfg.data, cfg.prior, card, shape)
         op = build_operator(cfg.operator, shape, float(cfg.sigma_y), device)
-    run_dir = new_run_dir(cfg.out, task)
-    if cfg.out and run_dir != Path(cfg.out):
+    verb = str(cfg.get("verb") or task)
+    run_dir = sh.broadcast(new_run_dir(cfg.out, verb) if sh.main else None)  # rank 0 claims it, the rest follow
+    if sh.main and cfg.out and run_dir != Path(cfg.out):
         warnings.warn(f"{str(cfg.out)!r} exists; writing to {str(run_dir)!r} instead of overwriting it", stacklevel=2)
-    common = dict(task=task, run_dir=str(run_dir), device=str(device), threads=threads,
+    common = dict(verb=verb, task=task, run_dir=str(run_dir), device=str(device), threads=threads,
+                  processes=sh.world,
                   prior={"checkpoint": str(cfg.prior.checkpoint), "name": prior_name, "shape": list(shape)},
                   overrides=list(overrides or []), config=OmegaConf.to_container(cfg, resolve=True))
-    io.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if sh.main:
+        io.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         if task == "generate":
             summary = _run_generate(cfg, prior, guidance, device, run_dir)
         else:
-            summary = _run_inverse(cfg, prior, op, x01, names, guidance, device, run_dir)
+            summary = _run_inverse(cfg, prior, op, x01, names, guidance, sh, run_dir)
     except UserError:
-        import shutil
-        shutil.rmtree(run_dir, ignore_errors=True)  # created by this run a moment ago: nothing else in it
+        if sh.main:
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)  # created by this run a moment ago: nothing else in it
         raise
-    summary = {**common, **summary, "wall_seconds": time.perf_counter() - t_start}
-    io.write_json(run_dir / "summary.json", summary)
-    return summary
+    if sh.main:  # written last: a run directory is complete exactly when its summary says so
+        summary = {**common, **summary, "wall_seconds": time.perf_counter() - t_start, "complete": True}
+        io.write_json(run_dir / "summary.json", summary)
+    return sh.broadcast(summary)
 
 
-def _run_inverse(cfg, prior, op, x01, names, guidance, device, run_dir: Path) -> dict[str, Any]:
+def _solve_batch(b: int, cfg, prior, op, x01, names, guidance, device, bar, state: dict, run_dir: Path) -> dict:
+    """Measure and solve batch ``b`` (images ``b·batch …``), score it and write its sample PNGs; returns
+    its metric rows, its first grid rows, NFE and sampling seconds."""
     from .conditional import solve
+    k, batch, steps, method = int(cfg.samples), int(cfg.batch), int(cfg.steps), str(cfg.method.name)
+    lo = b * batch
+    x01 = x01[lo:lo + batch]
     x = io.to_data(x01).to(device)
-    g_meas = torch.Generator(device).manual_seed(int(cfg.seed))
-    g_sample = torch.Generator(device).manual_seed(int(cfg.seed) + 1)
+    g_meas = torch.Generator(device).manual_seed(batch_seed(cfg.seed, b, 0))
+    g_sample = torch.Generator(device).manual_seed(batch_seed(cfg.seed, b, 1))
     y = op.measure(x, g_meas)
-    k, batch, steps = int(cfg.samples), int(cfg.batch), int(cfg.steps)
-    y_rep = y.repeat_interleave(k, 0)  # k posterior samples per measurement, adjacent rows
-    chunks = list(torch.split(y_rep, batch))
-    method = str(cfg.method.name)
-    options = _plain(cfg.method.get("options"))
-    bar = _progress(steps * len(chunks), f"{cfg.task.name}/{method}", bool(cfg.quiet))
-    outs, nfe, seconds = [], 0, 0.0
-    try:
-        for yc in chunks:
-            try:
-                res = solve(prior, op, yc, method=method, steps=steps, sigma_y=float(cfg.sigma_y), sde=str(cfg.sde),
-                            generator=g_sample, guidance=guidance, callback=lambda _: bar.update(1), **options)
-            except (ValueError, TypeError) as exc:
-                raise UserError(f"method {method!r}: {exc}") from None
-            except FloatingPointError as exc:
-                raise UserError(str(exc)) from None
-            outs.append(res.x.detach())
-            nfe, seconds = max(nfe, res.nfe), seconds + res.seconds
-    finally:
-        bar.close()
-    x_hat = io.from_data(torch.cat(outs)).cpu()
-    view = measurement_view(op, y).cpu()
-    baseline = io.from_data(op.A_pinv(y)).cpu()
-    state: dict = {}
+    try:  # k posterior samples per measurement, adjacent rows
+        res = solve(prior, op, y.repeat_interleave(k, 0), method=method, steps=steps, sigma_y=float(cfg.sigma_y),
+                    sde=str(cfg.sde), generator=g_sample, guidance=guidance, callback=lambda _: bar.update(1),
+                    **_plain(cfg.method.get("options")))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"method {method!r}: {exc}") from None
+    except FloatingPointError as exc:
+        raise UserError(str(exc)) from None
+    x_hat = io.from_data(res.x.detach()).cpu()
     per = _metrics(x_hat, x01.repeat_interleave(k, 0), state)
-    base = _metrics(baseline, x01, {"lpips": False})
-    rows = []
-    for i, nm in enumerate(names):
+    base = _metrics(io.from_data(op.A_pinv(y)).cpu(), x01, {"lpips": False})
+    samples = x_hat.view(x01.shape[0], k, *x_hat.shape[1:])
+    view = measurement_view(op, y).cpu()
+    rows, grid = [], []
+    for i in range(x01.shape[0]):
         for j in range(k):
             r = i * k + j
-            rows.append({"image": nm, "sample": j,
-                         **{m: float(v[r]) for m, v in per.items()},
+            rows.append({"image": names[lo + i], "sample": j, **{m: float(v[r]) for m, v in per.items()},
                          **({} if "lpips" in per else {"lpips": None}),
                          "baseline_psnr": float(base["psnr"][i]), "baseline_ssim": float(base["ssim"][i])})
+            io.save_png(samples[i, j], run_dir / "samples" / f"{lo + i:03d}_{j}.png")
+        if lo + i < int(cfg.grid_rows):
+            grid.append([view[i], *samples[i], x01[i]])
+    return {"batch": b, "rows": rows, "grid": grid, "nfe": res.nfe, "seconds": res.seconds}
+
+
+def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path) -> dict[str, Any] | None:
+    """Solve this process's batches; on rank 0, merge every process's rows (in image order) and write
+    metrics.csv and grid.png. Returns the summary fields on rank 0, ``None`` elsewhere."""
+    k, batch, steps, method = int(cfg.samples), int(cfg.batch), int(cfg.steps), str(cfg.method.name)
+    mine = sh.mine(math.ceil(len(names) / batch))
+    bar = _progress(steps * len(mine), f"{cfg.task.name}/{method}", bool(cfg.quiet) or not sh.main)
+    state: dict = {}
+    try:
+        done = [_solve_batch(b, cfg, prior, op, x01, names, guidance, sh.device, bar, state, run_dir) for b in mine]
+    finally:
+        bar.close()
+    parts = sh.gather(done)
+    if not sh.main:
+        return None
+    done = sorted((d for part in parts for d in part), key=lambda d: d["batch"])
+    rows = [r for d in done for r in d["rows"]]
     io.write_csv(run_dir / "metrics.csv", rows)
-    samples = x_hat.view(len(names), k, *x_hat.shape[1:])
-    grid_rows = [[view[i], *samples[i], x01[i]] for i in range(len(names))]
-    io.save_png(io.make_grid(grid_rows), run_dir / "grid.png", scale=int(cfg.grid_scale))
-    for i, nm in enumerate(names):
-        for j in range(k):
-            io.save_png(samples[i, j], run_dir / "samples" / f"{i:03d}_{j}.png")
+    io.save_png(io.make_grid([g for d in done for g in d["grid"]]), run_dir / "grid.png", scale=int(cfg.grid_scale))
     means = {m: _mean([r[m] for r in rows]) for m in ("psnr", "ssim", "lpips", "baseline_psnr", "baseline_ssim")}
-    return {"method": method, "operator": dict(cfg.operator), "steps": steps, "nfe": nfe,
-            "sampling_seconds": seconds, "n_images": len(names), "samples_per_image": k,
-            "metrics": means, "lpips_available": state.get("lpips", True),
+    return {"method": method, "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
+            "sampling_seconds": sum(d["seconds"] for d in done), "n_images": len(names), "samples_per_image": k,
+            "batch": batch, "metrics": means, "lpips_available": all(r["lpips"] is not None for r in rows),
             "baseline": "A⁺y (pseudo-inverse of the measurement) against the ground truth",
             "files": {"grid": "grid.png", "metrics": "metrics.csv", "samples": "samples/", "config": "config.yaml"},
-            "grid_columns": ["measurement"] + [f"sample {j}" for j in range(k)] + ["ground truth"]}
+            "grid_columns": ["measurement"] + [f"sample {j}" for j in range(k)] + ["ground truth"],
+            "grid_rows": min(len(names), int(cfg.grid_rows))}
 
 
 def _plain(node) -> dict:

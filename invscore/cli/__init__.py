@@ -17,7 +17,9 @@ __all__ = ["main", "CLIError"]
 
 def _report(summary: dict) -> str:
     m = summary.get("metrics") or {}
-    parts = [f"{summary['task']}: {summary.get('n_images')} image(s)",
+    verb = "" if summary.get("verb", summary["task"]) == summary["task"] else f"{summary['verb']} "
+    procs = f" on {summary['processes']} processes" if summary.get("processes", 1) > 1 else ""
+    parts = [f"{verb}{summary['task']}: {summary.get('n_images')} image(s){procs}",
              f"{summary.get('method') or summary.get('sampler')} {summary.get('steps')} steps, NFE {summary.get('nfe')}",
              f"{summary['wall_seconds']:.1f} s"]
     for key, fmt in (("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("lpips", "LPIPS {:.3f}")):
@@ -32,6 +34,7 @@ def _report(summary: dict) -> str:
 
 def _runs(args, overrides: list[str]) -> list[dict]:
     from ..conditional import METHODS
+    from ..distributed import launched, main_process
     from ..run import execute
     from ..samplers import SAMPLERS
     flags = to_overrides(args, prior_groups=group_options("prior"), methods=METHODS, samplers=SAMPLERS)
@@ -39,6 +42,9 @@ def _runs(args, overrides: list[str]) -> list[dict]:
     cfgs = [(compose_config(c), c) for c in combos]  # every config checked before the first run starts
     summaries = []
     sweep_root = None
+    if len(cfgs) > 1 and launched():
+        raise CLIError("-m sweeps run one after another in one process; under torchrun start one run per "
+                       "configuration (or use the joblib/submitit launchers, docs/cli.md)")
     if len(cfgs) > 1:
         from ..run import new_run_dir
         sweep_root = new_run_dir(cfgs[0][0].out, f"{args.verb}-sweep")
@@ -49,7 +55,8 @@ def _runs(args, overrides: list[str]) -> list[dict]:
             cfg.out = str(sweep_root / (f"{i:02d}_" + "_".join(s.replace("/", "-") for s in swept)[:80]))
         summary = execute(cfg, combo)
         summaries.append(summary)
-        print(_report(summary))
+        if main_process():  # under torchrun every process returns rank 0's summary; one prints it
+            print(_report(summary))
     if sweep_root is not None:
         from .. import io
         io.write_json(sweep_root / "sweep.json", [{"overrides": s["overrides"], "run_dir": s["run_dir"],

@@ -10,7 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-__all__ = ["CLIError", "TASKS", "MASKS", "KERNELS", "SCALES", "build_parser", "to_overrides", "override_key",
+__all__ = ["CLIError", "TASKS", "INVERSE", "MASKS", "KERNELS", "SCALES", "build_parser", "to_overrides", "override_key",
            "split_args"]
 
 #: verb -> one-line description (the `list tasks` table and --help)
@@ -20,7 +20,12 @@ TASKS = {
     "deblur": "remove a known blur (--kernel gaussian|motion, --blur-sigma)",
     "superres": "super-resolve an average-pooled image (--scale 2|4|8)",
     "generate": "sample the prior, optionally guided to a class (--n, --class K, --gamma)",
+    "evaluate": "run --task inpaint|colorize|deblur|superres on many images (a dataset split or folder); "
+                "torchrun shards it over processes",
 }
+#: the inverse tasks (``evaluate --task``) and the flags that belong to one of them
+INVERSE = ("inpaint", "colorize", "deblur", "superres")
+_TASK_FLAGS = {"inpaint": ("mask", "ratio"), "deblur": ("kernel", "blur_sigma"), "superres": ("scale",)}
 MASKS = {"center": "inpaint_center", "box": "inpaint_box", "random": "inpaint_random", "half": "inpaint_half"}
 KERNELS = {"gaussian": "blur_gaussian", "motion": "blur_motion"}
 SCALES = (2, 4, 8)
@@ -52,7 +57,9 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
         g.add_argument("--image", help="an image file or a folder of images (default: the prior's shipped test images)")
         g.add_argument("--dataset", help="an invscore.data dataset name (its test split) or folder:/path")
         g.add_argument("--resize", action="store_true", help="resize and convert channels to fit the prior")
-    g.add_argument("--n", type=int, help="number of images (generate: samples); default 4")
+    g.add_argument("--n", "--num-images", dest="n", type=int,
+                   help="number of images (generate: samples); default 4 (evaluate: 64). Under torchrun write "
+                        "--num-images: torchrun's own parser rejects --n as an ambiguous abbreviation")
     g.add_argument("--method", help="posterior method (pigdm, ddrm, dps, projection, smc; default pigdm)"
                    if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
     g.add_argument("--steps", type=int, help="sampling steps (default: the method's fast default)")
@@ -62,7 +69,8 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--device", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
     g.add_argument("--threads", help="torch CPU threads (default auto: the idle cores)")
-    g.add_argument("--batch", type=int, help="images solved at once (default 4)")
+    g.add_argument("--batch", type=int, help="images solved at once (default 4); batch b draws from seeds (seed, b), "
+                                            "so the batch size changes the draws, the process count does not")
     g.add_argument("--out", help="run directory (default outputs/VERB/TIMESTAMP; never overwritten)")
     g.add_argument("--class", dest="label", type=int, help="guide samples to class K with the noisy classifier")
     g.add_argument("--gamma", type=float, help="classifier-guidance scale (default 1.0)")
@@ -70,6 +78,10 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("-m", "--multirun", action="store_true",
                    help="sweep comma-separated override values, e.g. -m method=pigdm,dps steps=20,50")
+
+
+_TORCHRUN = (" Several processes (gloo on CPU, nccl on GPU; rank 0 merges the metrics and writes the files): "
+             "`torchrun --nproc_per_node=2 -m invscore evaluate --dataset fashion_mnist --num-images 64`.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,15 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog=epilog)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     for verb, desc in TASKS.items():
-        p = sub.add_parser(verb, help=desc, description=desc, epilog=epilog)
+        p = sub.add_parser(verb, help=desc, description=desc, epilog=epilog + (_TORCHRUN if verb == "evaluate" else ""))
         _common(p, generate=verb == "generate")
-        if verb == "inpaint":
+        if verb == "evaluate":
+            p.add_argument("--task", help=f"the inverse task: {', '.join(INVERSE)} (default inpaint)")
+        if verb in ("inpaint", "evaluate"):
             p.add_argument("--mask", help="center (default), box, random, half, or a mask image FILE (bright = observed)")
             p.add_argument("--ratio", type=float, help="missing fraction: random pixels (default 0.7) or centre-box area (0.25)")
-        elif verb == "deblur":
+        if verb in ("deblur", "evaluate"):
             p.add_argument("--kernel", help="gaussian (default) or motion")
             p.add_argument("--blur-sigma", type=float, help="Gaussian kernel std in pixels (default 1.5)")
-        elif verb == "superres":
+        if verb in ("superres", "evaluate"):
             p.add_argument("--scale", type=int, help="downsampling factor: 2, 4 (default) or 8")
     lp = sub.add_parser("list", help="list priors, methods, operators, tasks, datasets",
                         description="List what the other verbs accept.")
@@ -126,6 +140,20 @@ def _mask(args, out: list[str]) -> None:
             raise CLIError(f"--ratio applies to --mask random (missing pixels) or center (box area), not {kind!r}")
 
 
+def _task(args) -> str:
+    """The task a verb runs: itself, or ``evaluate --task`` (default inpaint), whose flags must fit it."""
+    if args.verb != "evaluate":
+        return args.verb
+    task = args.task or "inpaint"
+    if task not in INVERSE:
+        raise CLIError(f"unknown task {task!r} for evaluate; expected one of {', '.join(INVERSE)}")
+    for owner, attrs in _TASK_FLAGS.items():
+        given = [a for a in attrs if getattr(args, a) is not None]
+        if owner != task and given:
+            raise CLIError(f"--{given[0].replace('_', '-')} applies to --task {owner}, not {task}")
+    return task
+
+
 def to_overrides(args, prior_groups=(), methods=(), samplers=()) -> list[str]:
     """Translate parsed flags into Hydra overrides (task first, so its group defaults apply).
 
@@ -133,12 +161,13 @@ def to_overrides(args, prior_groups=(), methods=(), samplers=()) -> list[str]:
     ``samplers``: valid --method values, to reject a typo with the list of valid ones.
     """
     verb = args.verb
-    out = [f"task={verb}"]
+    task = _task(args)
+    out = [f"task={task}"] + (["mode=evaluate"] if verb == "evaluate" else [])
     if args.prior is not None:
         out.append(f"prior={args.prior}" if args.prior in prior_groups else f"prior.checkpoint={_quote(args.prior)}")
-    if verb == "inpaint":
+    if task == "inpaint":
         _mask(args, out)
-    if verb == "deblur":
+    if task == "deblur":
         if args.kernel is not None and args.kernel not in KERNELS:
             raise CLIError(f"unknown kernel {args.kernel!r}; expected one of {', '.join(KERNELS)}")
         if args.kernel is not None:
@@ -147,7 +176,7 @@ def to_overrides(args, prior_groups=(), methods=(), samplers=()) -> list[str]:
             if args.kernel == "motion":
                 raise CLIError("--blur-sigma applies to --kernel gaussian; a motion kernel has no sigma")
             out.append(f"operator.sigma={args.blur_sigma}")
-    if verb == "superres" and args.scale is not None:
+    if task == "superres" and args.scale is not None:
         if args.scale not in SCALES:
             raise CLIError(f"unsupported scale {args.scale}; expected one of {', '.join(map(str, SCALES))}")
         out.append(f"operator.factor={args.scale}")

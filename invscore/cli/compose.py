@@ -12,12 +12,16 @@ __all__ = ["config_dir", "group_options", "merge_overrides", "expand_sweep", "co
 
 
 def config_dir() -> Path:
-    """The Hydra config folder: $INVSCORE_CONFIGS, else configs/ at the repository root."""
+    """The Hydra config folder: $INVSCORE_CONFIGS, else configs/ at the repository root (a source checkout
+    or an editable install), else the copy a wheel ships as invscore/_configs (see setup.py)."""
     env = os.environ.get("INVSCORE_CONFIGS")
-    d = Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
-    if not (d / "config.yaml").is_file():
-        raise CLIError(f"no Hydra configs at {d} (config.yaml missing); set INVSCORE_CONFIGS to the configs/ folder")
-    return d
+    here = Path(__file__).resolve().parents[1]
+    candidates = [Path(env)] if env else [here.parent / "configs", here / "_configs"]
+    for d in candidates:
+        if (d / "config.yaml").is_file():
+            return d
+    raise CLIError(f"no Hydra configs at {' or '.join(map(str, candidates))} (config.yaml missing); "
+                   "set INVSCORE_CONFIGS to the configs/ folder")
 
 
 def group_options(group: str) -> list[str]:
