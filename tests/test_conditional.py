@@ -170,3 +170,28 @@ def test_guidance_nan_stops_with_step_time_and_method():
     mask = operators.make("inpaint_center", img_size=(1, 4, 4))
     with pytest.raises(FloatingPointError, match=r"method 'pigdm'.*step \d+ \(t = "):
         solve(prior, mask, mask(prior.sample(1)), method="pigdm", steps=30, guidance=[_Exploding()])
+
+
+def test_ddrm_step_is_kawar_eq7():
+    """One DDRM step on the unmeasured spectral coordinates is Kawar et al. 2022, eq. 7 (top):
+    N(z̄0 + sqrt(1−η²) r_s (z_t − z̄0)/r_t, η² r_s²) — not the DDIM kernel, whose variance is smaller by
+    the factor 1 − r_s²/r_t² (0.75 here)."""
+    from invscore.conditional.measurement import DDRMCorrection
+    from invscore.samplers import sample_ddim
+    d, n, eta = 4, 20000, 0.85
+    prior = Gaussian(torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64))
+    op = operators.DenseOperator(torch.eye(d, dtype=torch.float64)[:2], noise=operators.GaussianNoise(0.5))
+    y = torch.tensor([[0.3, -0.2]], dtype=torch.float64).expand(n, -1)
+    sde = VPSDE()
+    t, s = sde.ratio_to_t(torch.tensor([2.0, 1.0], dtype=torch.float64))
+    r_t, r_s = sde.ratio(t), sde.ratio(s)
+    model = Guided(Diffusion(prior, sde), [DDRMCorrection(op, y, eta=eta)])
+    x_t = (sde.alpha(t) * torch.tensor([[0.5, -1.0, 2.0, -3.0]], dtype=torch.float64)).expand(n, -1).contiguous()
+    out = sample_ddim(model, x_t, torch.stack([t, s]), eta=eta, generator=torch.Generator().manual_seed(0)).x
+    z = op.V_T(out / sde.alpha(s))[:, 2:]  # unmeasured coordinates
+    z_t = op.V_T(x_t / sde.alpha(t))[:1, 2:]
+    z0 = z_t / (1 + r_t**2)  # Tweedie for a unit Gaussian prior
+    mean = z0 + (1 - eta**2) ** 0.5 * r_s * (z_t - z0) / r_t
+    torch.testing.assert_close(z.mean(0), mean[0], atol=4 * eta * r_s / n**0.5, rtol=0)
+    var = z.var(0)
+    assert ((var / (eta * r_s) ** 2 - 1).abs() < 0.05).all(), var
