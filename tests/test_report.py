@@ -33,9 +33,9 @@ def test_report_functions(rp, tmp_path, monkeypatch):
     assert all(v.shape == (2, 1, 32, 32) for v in images.values())
     v = rp.verdicts(rows)
     assert set(v) == {"pigdm", "smc", "dps"}
-    # tiny judge (trained 1 s on 256 images) into a temporary cache, then reloaded from it
-    judge, info = rp.train_judge(tmp_path / "judge", seconds=1.0, n_train=256, n_test=64, log=lambda s: None)
-    judge2, info2 = rp.train_judge(tmp_path / "judge", seconds=1.0, log=lambda s: None)
+    # tiny judge (20 steps on 256 images) into a temporary cache, then reloaded from it
+    judge, info = rp.train_judge(tmp_path / "judge", steps=20, n_train=256, n_test=64, log=lambda s: None)
+    judge2, info2 = rp.train_judge(tmp_path / "judge", steps=20, log=lambda s: None)
     assert info2 == info
     clf = load_classifier(rp.CLASSIFIER)
     by, grids = rp.guidance_report(prior, clf, judge, per_class=1, gammas=(0.0, 2.0), steps=2, log=lambda s: None)
