@@ -262,8 +262,9 @@ def save_grid(rows: list[torch.Tensor], labels: list[str], path: Path, title: st
             ax.set_yticks([])
             if j == 0:
                 ax.set_ylabel(lab, rotation=0, ha="right", va="center", fontsize=7)
-    if title:
+    height = fig.get_size_inches()[1]
+    if title:  # keep the title clear of the first row
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.2)
+    fig.tight_layout(pad=0.2, rect=(0, 0, 1, 1 - (0.35 / height if title else 0)))
     fig.savefig(path, dpi=110)
     plt.close(fig)
