@@ -150,10 +150,15 @@ def test_user_errors_exit_2_with_one_line(name, ckpts, tmp_path, capsys):
     assert not list(tmp_path.glob("outputs/*/*"))  # a refused run leaves no run directory behind
 
 
-@pytest.mark.skipif("emoji" in shipped(), reason="an RGB prior is shipped now")
-def test_colorize_without_rgb_prior_names_the_fix(capsys):
-    code, cap = _run(["colorize", "--quiet"], capsys)
-    assert code == 2 and "needs an RGB prior" in cap.err and "--prior PATH" in cap.err
+def test_default_colorize_uses_the_shipped_rgb_prior_or_names_the_fix(tmp_path, capsys):
+    out = tmp_path / "c"
+    code, cap = _run(["colorize", "--quiet", "--steps", "2", "--n", "1", "--threads", "1", "--out", out], capsys)
+    if "emoji" not in shipped():
+        assert code == 2 and "needs an RGB prior" in cap.err and "--prior PATH" in cap.err
+        return
+    assert code == 0, cap.err
+    s = _check_run(out, n_rows=1)
+    assert s["prior"]["name"] == "emoji" and s["prior"]["shape"] == [3, 32, 32]
 
 
 def test_missing_lpips_weights_warn_not_crash(ckpts, tmp_path, monkeypatch, capsys):
