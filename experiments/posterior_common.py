@@ -1,0 +1,251 @@
+"""Shared parts of the posterior-sampling benchmark (``bench_posterior.py``, whose docstring explains it).
+
+The mixture problem's deepinv side (the prior's exact denoiser and A's SVD as deepinv objects, the problem
+mapped to [0, 1]), one deepinv run, the sliced-Wasserstein references, CSV and elapsed-time files, and the
+NFE plot grid that both stages draw.
+"""
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import deepinv as dinv
+from invscore.priors import Diffusion
+from invscore.samplers import sample_pc, time_grid
+from invscore.sde import VPSDE
+from invscore.stats import sliced_wasserstein
+
+C = 20.0  # x = C (2u - 1): u in [0, 1] for deepinv
+ORACLE_STEPS = 60
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+SWEEP = "posterior_benchmark.sweep"  # stage 1: the N = 300 sweep of every method and configuration
+FINAL = "posterior_benchmark"  # stage 2: the decisive rerun of the contenders
+
+
+class ClosedFormDenoiser(dinv.models.Denoiser):
+    """The prior's exact MMSE denoiser in deepinv's [0, 1] convention (see ``bench_posterior``'s docstring);
+    counts calls."""
+
+    def __init__(self, prior, c: float = C):
+        super().__init__()
+        self.prior, self.c, self.calls = prior, c, 0
+
+    def forward(self, x, sigma, *args, **kwargs):
+        self.calls += 1
+        B = x.shape[0]
+        u = x.reshape(B, -1).to(torch.float64)
+        s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).reshape(-1)
+        s = s.expand(B) if s.numel() == 1 else s
+        x0 = self.prior.denoise(self.c * (2 * u - 1), 2 * self.c * s)
+        return (x0 / (2 * self.c) + 0.5).reshape(x.shape).to(x.dtype)
+
+
+class SVDPhysics(dinv.physics.DecomposablePhysics):
+    """A = U diag(s) Vᵀ (d_y x d) on images (B, 1, 1, d), measurements (B, 1, 1, d_y); spectral space has d
+    coordinates (mask = s padded with zeros), so DDRM's per-coordinate rules apply."""
+
+    def __init__(self, A: torch.Tensor, sigma: float):
+        d_y, d = A.shape
+        U, s, Vh = torch.linalg.svd(A.to(torch.float64), full_matrices=True)
+        mask = torch.zeros(1, 1, 1, d, dtype=torch.float64)
+        mask[..., :d_y] = s
+        super().__init__(mask=mask, noise_model=dinv.physics.GaussianNoise(sigma), img_size=(1, 1, d))
+        self.d, self.d_y = d, d_y
+        self.register_buffer("Umat", U)
+        self.register_buffer("Vh", Vh)
+
+    def V_adjoint(self, x):
+        return x @ self.Vh.to(x.dtype).T
+
+    def V(self, z, **kwargs):
+        return z @ self.Vh.to(z.dtype)
+
+    def U(self, z):
+        return z[..., : self.d_y] @ self.Umat.to(z.dtype).T
+
+    def U_adjoint(self, y, **kwargs):
+        return F.pad(y @ self.Umat.to(y.dtype), (0, self.d - self.d_y))
+
+
+def deepinv_setup(p, n: int):
+    """The mixture problem ``p`` for deepinv, in [0, 1] coordinates: (denoiser, physics, y_u repeated n times)."""
+    d, d_y = p.A.shape[1], p.A.shape[0]
+    den = ClosedFormDenoiser(p.prior)
+    phys = SVDPhysics(p.A, p.sigma_y / (2 * C))
+    ones = torch.ones(1, d, dtype=torch.float64)
+    y_u = ((p.y + C * ones @ p.A.T) / (2 * C)).reshape(1, 1, 1, d_y).expand(n, 1, 1, d_y).contiguous()
+    return den, phys, y_u
+
+
+def run_deepinv(method, cfg, nfe, den, phys, y_u, seed):
+    """One deepinv run targeting ``nfe`` denoiser calls; returns samples in [0, 1] space (B, 1, 1, d)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    if method == "dinv_dps":
+        # timesteps linspace(1, 0, num_steps): num_steps - 1 ancestral steps, none at t = 0
+        model = dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
+                                  solver="ddpm", rng=rng)
+        return model(y_u, phys)
+    if method == "dinv_pigdm":
+        ts = torch.linspace(1, 0, nfe + 1, dtype=torch.float64)
+        solver = (dinv.sampling.DDPMSolver(timesteps=ts, rng=rng) if cfg["solver"] == "ddpm"
+                  else dinv.sampling.DDIMSolver(timesteps=ts, eta=cfg["eta"], rng=rng))
+        model = dinv.sampling.PosteriorDiffusion(
+            data_fidelity=dinv.sampling.PiGDMDataFidelity(weight=cfg["weight"]), denoiser=den,
+            sde=dinv.sampling.VariancePreservingDiffusion(), solver=solver)
+        return model(y_u, phys)
+    if method == "dinv_ddrm":
+        model = dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])
+        return model(y_u, phys)
+    if method == "dinv_diffpir":
+        model = dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
+                                      zeta=cfg["zeta"], lambda_=cfg["lambda_"])
+        return model(y_u, phys)
+    raise ValueError(method)
+
+
+def references(p, n: int, seed: int = 0):
+    """As ``tests/test_conditional.py::_references``: exact samples, directions, floor, oracle SW."""
+    g = torch.Generator().manual_seed(seed)
+    exact = p.posterior.sample(n, g)
+    dirs = torch.randn(p.prior.dim, 200, generator=g, dtype=torch.float64)
+    dirs /= dirs.norm(dim=0)
+    floor = sum(float(sliced_wasserstein(exact, p.posterior.sample(n, g), directions=dirs)) for _ in range(4)) / 4
+    sde = VPSDE()
+    x = sde.prior_sampling((n, p.prior.dim), generator=g, dtype=torch.float64)
+    oracle_x = sample_pc(Diffusion(p.posterior, sde), x, time_grid(sde, ORACLE_STEPS, dtype=torch.float64),
+                         predictor="ancestral", generator=g).x
+    return exact, dirs, floor, float(sliced_wasserstein(oracle_x, exact, directions=dirs))
+
+
+def sw_to_reference(x, ref_sorted, dirs):
+    """Sliced W2 between N samples and M = k·N reference samples (projections pre-sorted, ``(M, P)``): in 1-D
+    the optimal coupling of sorted sets matches the i-th sample with reference points k·i .. k·i + k − 1,
+    so this is exact, not a quantile approximation."""
+    n, m = x.shape[0], ref_sorted.shape[0]
+    if m % n:
+        raise ValueError(f"the reference size {m} must be a multiple of N = {n}")
+    px, _ = torch.sort(x.reshape(n, -1).to(torch.float64) @ dirs, dim=0)
+    return float(((px.repeat_interleave(m // n, dim=0) - ref_sorted) ** 2).mean().sqrt())
+
+
+# --- files: results/<prefix>.{csv,elapsed} -----------------------------------------------------------------
+
+def write_csv(prefix, fields, rows, float_fmt):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, prefix + ".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (format(v, float_fmt) if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def read_csv(prefix, ints, floats):
+    """The rows of ``results/<prefix>.csv`` with the columns ``ints`` and ``floats`` converted."""
+    rows = []
+    with open(os.path.join(RESULTS, prefix + ".csv")) as f:
+        for r in csv.DictReader(f):
+            for k in ints:
+                r[k] = int(r[k])
+            for k in floats:
+                r[k] = float(r[k])
+            rows.append(r)
+    return rows
+
+
+def _elapsed_path(prefix):
+    return os.path.join(RESULTS, prefix + ".elapsed")
+
+
+def read_elapsed(prefix):
+    """Seconds the stage's last full run took (``nan`` where not recorded)."""
+    path = _elapsed_path(prefix)
+    if not os.path.exists(path):
+        return float("nan")
+    with open(path) as f:
+        return float(f.read())
+
+
+def write_elapsed(prefix, elapsed):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(_elapsed_path(prefix), "w") as f:
+        f.write(f"{elapsed:.1f}\n")
+
+
+def problem_tables(title, problems, rows, heading, header, fmt_row):
+    """Markdown: a section ``## title``, then per problem (d, d_y) a heading ``### d=.., d_y=.. (heading(first
+    row))`` and a table with the columns ``header`` and a line ``fmt_row(r)`` per row of that problem."""
+    lines = ["", f"## {title}", ""]
+    for d, d_y in problems:
+        rs = [r for r in rows if (r["d"], r["d_y"]) == (d, d_y)]
+        lines += [f"### d={d}, d_y={d_y} ({heading(rs[0])})", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        lines += [fmt_row(r) for r in rs]
+        lines.append("")
+    return lines
+
+
+def notes_section(notes, failures):
+    """Markdown: the section of notes, then one line per failed run."""
+    return ["## Notes and failures", ""] + [f"- {s}" for s in notes] + [f"- {s}" for s in failures]
+
+
+def write_md(prefix, lines):
+    with open(os.path.join(RESULTS, prefix + ".md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+# --- the plot: one panel per problem (d rows, d_y columns), one line per (library, method) ---------------
+
+def plot_grid(rows, path, series, refs, ylabel, title, xticks=None, fig_legend=False):
+    """Draws ``series(ax, rows_of_method, label, color, linestyle, marker)`` per method and ``refs(ax, rows)``
+    (reference lines) per panel; invscore solid with circles, deepinv dashed with squares, log-log axes.
+    ``xticks``: fixed NFE ticks; ``fig_legend``: one legend below the panels instead of one in the top right."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    probs = sorted({(r["d"], r["d_y"]) for r in rows})
+    ds, dys = sorted({d for d, _ in probs}), sorted({dy for _, dy in probs})
+    fig, axes = plt.subplots(len(ds), len(dys), figsize=(4.2 * len(dys), 3.6 * len(ds)), squeeze=False)
+    methods = sorted({(r["library"], r["method"]) for r in rows}, key=lambda m: (m[0] != "invscore", m[1]))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    style = {m: (colors[i % len(colors)], "-" if m[0] == "invscore" else "--") for i, m in enumerate(methods)}
+    for i, d in enumerate(ds):
+        for j, d_y in enumerate(dys):
+            ax = axes[i][j]
+            rs = [r for r in rows if (r["d"], r["d_y"]) == (d, d_y)]
+            if not rs:
+                continue
+            for m in methods:
+                c, ls = style[m]
+                series(ax, [r for r in rs if (r["library"], r["method"]) == m], m[1], c, ls,
+                       "o" if m[0] == "invscore" else "s")
+            refs(ax, rs)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            if xticks:
+                ax.set_xticks(xticks, [str(v) for v in xticks])
+                ax.minorticks_off()
+            ax.set_title(f"d={d}, d_y={d_y}")
+            ax.set_xlabel("NFE per sample")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(title)
+    if fig_legend:
+        handles = {}
+        for ax in axes.flat:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 6), fontsize=8)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+    else:
+        axes[0][-1].legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
