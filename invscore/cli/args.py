@@ -58,7 +58,7 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
         g.add_argument("--dataset", help="an invscore.data dataset name (its test split) or folder:/path")
         g.add_argument("--resize", action="store_true", help="resize and convert channels to fit the prior")
     g.add_argument("--n", "--num-images", dest="n", type=int,
-                   help="number of images (generate: samples); default 4 (evaluate: 64). Under torchrun write "
+                   help="number of images (generate: samples); default 4 (evaluate: 32). Under torchrun write "
                         "--num-images: torchrun's own parser rejects --n as an ambiguous abbreviation")
     g.add_argument("--method", help="posterior method (pigdm, ddrm, dps, projection, smc; default pigdm)"
                    if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
