@@ -14,9 +14,10 @@ Reads whatever is shipped as ``invscore/assets/fashion_mnist`` (denoiser) and
    mean ≤ 0.8 × the baseline's and the paired per-image difference's 95 % interval below 0), and
    the mean of S samples has higher PSNR (paired 95 % interval above 0 also printed).
 2. **Class guidance.** DDIM 50 steps by default (``--sampler``, ``--guidance-steps``),
-   ``ClassifierGuidance(fashion_mnist_classifier, c, γ)`` for γ in ``--gammas``, 10 classes × P samples. Judged by a *separate clean* CNN trained here on
-   the Fashion-MNIST train split (plain images + N(0, 0.005²) noise in [0, 1]; cached in
-   ``train_runs/report_judge/``, 4,000 steps with horizontal flips by default; its held-out accuracy on the 10k test images is reported). Target:
+   ``ClassifierGuidance(fashion_mnist_classifier, c, γ)`` for γ in ``--gammas``, 10 classes × P samples.
+   Judged by a *separate clean* CNN trained here on the Fashion-MNIST train split (plain images +
+   N(0, 0.005²) noise in [0, 1], horizontal flips, 4,000 steps by default; cached in
+   ``train_runs/report_judge/``; its held-out accuracy on the 10k test images is reported). Target:
    the judge labels ≥ 90 % of guided samples as the requested class at some γ.
 
 Writes ``experiments/results/prior_report.{md,json}``, ``prior_report_inpainting.png`` (rows: truth,

@@ -16,7 +16,6 @@ from .dense import DenseOperator
 from .registry import make, available, register
 
 
-
 def from_deepinv(physics, input_shape, output_shape=None):
     """A deepinv physics as an invscore operator (see :func:`operators.deepinv_bridge.from_deepinv`).
     Imported on first use: deepinv takes seconds to import, and most runs never need it."""

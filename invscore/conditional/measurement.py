@@ -29,14 +29,10 @@ def require_svd(op, method: str):
                         f"Methods that work with any differentiable operator: {', '.join(ANY_METHODS)}")
 
 
-def _spectral_noise(op, x, generator, R):
+def _spectral_noise(op, x, generator):
     # Noise drawn in image space and transformed, so complex (FFT) coordinates keep Hermitian symmetry.
     e = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return op.V_T(e)[:, :R]
-
-
-def _ratio_batch(sde, t, x):
-    return per_sample(sde.ratio(t), x)
+    return op.V_T(e)
 
 
 class _SpectralTerm(Term):
@@ -66,10 +62,10 @@ class Projection(_SpectralTerm):
 
     def post(self, x, t, generator=None, final=False, model=None):
         sde = model.sde
-        a, r = sde.alpha(t), _ratio_batch(sde, t, x)[:, None]
+        a, r = sde.alpha(t), per_sample(sde.ratio(t), x)[:, None]
         z = self.op.V_T(x / bcast(a, x))
         cur = z[:, :self.R]
-        eps = 0 if final else _spectral_noise(self.op, x, generator, self.R)
+        eps = 0 if final else _spectral_noise(self.op, x, generator)[:, :self.R]
         nu = self.nu
         exact = self.ybar + torch.sqrt((r**2 - nu**2).clamp_min(0)) * eps
         nu2 = torch.where(self.measured, nu**2, torch.zeros_like(nu))
@@ -88,8 +84,9 @@ class DDRMCorrection(_SpectralTerm):
 
     The DDIM step (noise ``c = η r_s sqrt(1 − r_s²/r_t²)``, deterministic part
     ``sqrt(r_s² − c²)(z_t − z̄0)/r_t``) is turned into eq. 7 on the unmeasured coordinates by adding
-    ``(sqrt(1−η²) r_s − sqrt(r_s² − c²))(z_t − z̄0)/r_t`` and independent noise of variance ``η² r_s² − c² = η² r_s⁴/r_t²``, so other guidance terms that shifted
-    the DDIM step's Tweedie estimate keep their effect.
+    ``(sqrt(1−η²) r_s − sqrt(r_s² − c²))(z_t − z̄0)/r_t`` and independent noise of variance
+    ``η² r_s² − c² = η² r_s⁴/r_t²``, so other guidance terms that shifted the DDIM step's Tweedie estimate
+    keep their effect.
 
     ``unmeasured="ddim"`` keeps the DDIM step there instead (the version before this one). The trade-off,
     measured: eq. 7 redraws noise around z̄0 (η = 1 forgets z_t), which moves samples between modes — on
@@ -116,21 +113,22 @@ class DDRMCorrection(_SpectralTerm):
         if self._x0 is None:
             return x
         sde = model.sde
-        a, r = sde.alpha(t), _ratio_batch(sde, t, x)[:, None]
+        a, r = sde.alpha(t), per_sample(sde.ratio(t), x)[:, None]
         z = self.op.V_T(x / bcast(a, x))
         z0_full = self.op.V_T(self._x0)
         z0 = z0_full[:, :self.R]
         nu, eta, eta_b = self.nu, self.eta, self.eta_b
+        # one draw serves both parts: measured and unmeasured coordinates of an orthonormal V are independent
+        e = None if final else _spectral_noise(self.op, x, generator)
+        eps = 0 if final else e[:, :self.R]
         if not final and self.unmeasured == "kawar":
             # unmeasured coordinates: DDIM(η) -> DDRM eq. 7 (top)
-            r_t = _ratio_batch(sde, self._t, x)[:, None]
+            r_t = per_sample(sde.ratio(self._t), x)[:, None]
             rho2 = (r / r_t) ** 2
             c2 = eta**2 * r**2 * (1 - rho2)
             coef = ((1 - eta**2) ** 0.5 * r - torch.sqrt((r**2 - c2).clamp_min(0))) / r_t
             zt = self.op.V_T(self._xt / bcast(sde.alpha(self._t), x))
-            e = self.op.V_T(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype))
             z = z + coef * (zt - z0_full) + eta * r * torch.sqrt(rho2) * e
-        eps = 0 if final else _spectral_noise(self.op, x, generator, self.R)
         nu_safe = torch.where(self.measured, nu, torch.ones_like(nu)).clamp_min(1e-30)
         noisy = z0 + (1 - eta**2) ** 0.5 * r * (self.ybar - z0) / nu_safe + eta * r * eps
         clean = (1 - eta_b) * z0 + eta_b * self.ybar + torch.sqrt((r**2 - eta_b**2 * nu**2).clamp_min(0)) * eps
@@ -198,7 +196,7 @@ class PiGDM(Term):
         return conjugate_gradient(lambda w: r2b * op.A(op.A_T(w)) + s2 * w, v, tol=1e-6)
 
     def score(self, x, t, x0, model):
-        r = _ratio_batch(model.sde, t, x)
+        r = per_sample(model.sde.ratio(t), x)
         r2 = r**2 / (1 + r**2)
         v = self._inv((self.y - self.op(x0.detach())), r2)
         g = torch.autograd.grad(x0, x, grad_outputs=self.op.A_T(v), retain_graph=True)[0]
