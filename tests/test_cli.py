@@ -123,7 +123,7 @@ def _bad(name, ckpts, tmp_path):
     return {
         "mask": (["inpaint", *g, "--mask", "star"], "unknown mask 'star'; expected one of center, box, random, half"),
         "kernel": (["deblur", *g, "--kernel", "box"], "unknown kernel 'box'; expected one of gaussian, motion"),
-        "method": (["inpaint", *g, "--method", "magic"], "unknown method 'magic'; expected one of ddrm, dps, pigdm"),
+        "method": (["inpaint", *g, "--method", "magic"], "unknown method 'magic'; expected one of ddrm, dps, mmps, pigdm"),
         "method_override": (["inpaint", *g, "method=magic"], "Available options in 'method': ddrm, dps"),
         "scale": (["superres", *g, "--scale", "3"], "unsupported scale 3; expected one of 2, 4, 8"),
         "missing": (["inpaint", *g, "--image", "nope.png"], "image file 'nope.png' does not exist"),

@@ -60,7 +60,7 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--n", "--num-images", dest="n", type=int,
                    help="number of images (generate: samples); default 4 (evaluate: 32). Under torchrun write "
                         "--num-images: torchrun's own parser rejects --n as an ambiguous abbreviation")
-    g.add_argument("--method", help="posterior method (pigdm, ddrm, dps, projection, smc; default pigdm)"
+    g.add_argument("--method", help="posterior method (mmps, pigdm, ddrm, dps, projection, smc; default pigdm)"
                    if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
     g.add_argument("--steps", type=int, help="sampling steps (default: the method's fast default)")
     if not generate:

@@ -13,11 +13,11 @@ from ..sde import bcast
 from ..utils import per_sample
 from .guided import Term
 
-__all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "require_svd", "SVD_METHODS", "ANY_METHODS"]
+__all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "MMPS", "require_svd", "SVD_METHODS", "ANY_METHODS"]
 
 #: methods that need an operator with an SVD, and those that need only a differentiable A
 SVD_METHODS = ("projection", "ddrm", "smc")
-ANY_METHODS = ("dps", "pigdm")
+ANY_METHODS = ("dps", "pigdm", "mmps")
 
 
 def require_svd(op, method: str):
@@ -164,6 +164,13 @@ class DPS(Term):
         return x
 
 
+def _require_linear(op, method: str):
+    from operators import LinearOperator
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"{method} needs a linear operator (operators.LinearOperator); got {type(op).__name__}. "
+                        "Use method 'dps' for nonlinear operators.")
+
+
 class PiGDM(Term):
     """Pseudoinverse-guided diffusion (ΠGDM; Song, Vahdat, Mardani & Kautz 2023, eq. 7–8):
 
@@ -175,10 +182,7 @@ class PiGDM(Term):
     needs_grad = True
 
     def __init__(self, op, y, sigma_y=None, weight: float = 1.0):
-        from operators import LinearOperator
-        if not isinstance(op, LinearOperator):
-            raise TypeError(f"ΠGDM needs a linear operator (operators.LinearOperator); got {type(op).__name__}. "
-                            "Use method 'dps' for nonlinear operators.")
+        _require_linear(op, "ΠGDM")
         op.check_output(y)
         self.op, self.y, self.weight = op, y, float(weight)
         self.sigma_y = float(op.sigma_y if sigma_y is None else sigma_y)
@@ -201,3 +205,44 @@ class PiGDM(Term):
         v = self._inv((self.y - self.op(x0.detach())), r2)
         g = torch.autograd.grad(x0, x, grad_outputs=self.op.A_T(v), retain_graph=True)[0]
         return self.weight * g
+
+
+class MMPS(Term):
+    """Moment-matching posterior sampling (Rozet, Andry, Lanusse & Louppe 2024, Sec. 3; the covariance as in
+    TMPD, Boys et al. 2023): p(x0 | x_t) is replaced by the Gaussian with its *true* first two moments,
+    the Tweedie mean x̂0 and Tweedie's second-order covariance ``V = Cov[x0 | x_t] = r² ∂x̂0/∂x̄`` (x̄ = x_t/α),
+    so that
+
+        ∇ log p_t(y | x_t) ≈ (∂x̂0/∂x_t)ᵀ Aᵀ (σ_y² I + A V Aᵀ)⁻¹ (y − A x̂0).
+
+    ΠGDM is the special case V = r²/(1 + r²) I (unit-variance data); V from the network knows the data's
+    scale and which directions x_t has already resolved. ``(σ_y² I + A V Aᵀ) v = y − A x̂0`` is solved by
+    ``cg_iters`` conjugate-gradient steps, each one vector–Jacobian product through the same forward pass
+    (∂x̂0/∂x̄ is symmetric for an exact denoiser, a Hessian plus identity): cost per step is one network
+    evaluation and ``cg_iters + 1`` backward passes. For a Gaussian prior the approximation is exact."""
+
+    needs_grad = True
+
+    def __init__(self, op, y, sigma_y=None, cg_iters: int = 1, weight: float = 1.0):
+        _require_linear(op, "MMPS")
+        op.check_output(y)
+        if int(cg_iters) < 1:
+            raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
+        self.op, self.y, self.weight, self.cg_iters = op, y, float(weight), int(cg_iters)
+        self.sigma_y = float(op.sigma_y if sigma_y is None else sigma_y)
+
+    def score(self, x, t, x0, model):
+        from operators import conjugate_gradient
+        sde = model.sde
+        # Cov[x0 | x_t] = r² ∂x̂0/∂x̄ = r² α ∂x̂0/∂x_t
+        c = bcast(per_sample(sde.ratio(t), x) ** 2 * per_sample(sde.alpha(t), x), x)
+
+        def vjp(w):
+            return torch.autograd.grad(x0, x, grad_outputs=w, retain_graph=True)[0]
+
+        def matvec(w):
+            return self.sigma_y**2 * w + self.op.A(c * vjp(self.op.A_T(w)))
+
+        res = self.y - self.op(x0.detach())
+        v = conjugate_gradient(matvec, res, tol=1e-6, maxiter=self.cg_iters, check_every=self.cg_iters + 1)
+        return self.weight * vjp(self.op.A_T(v))

@@ -10,7 +10,7 @@ from ..priors.base import Diffusion
 from ..samplers import sample_ddim, sample_pc, time_grid
 from ..sde import SDE, make_sde
 from .guided import Guided
-from .measurement import DDRMCorrection, DPS, PiGDM, Projection
+from .measurement import DDRMCorrection, DPS, MMPS, PiGDM, Projection
 from .smc import sample_smc
 
 __all__ = ["solve", "SolveResult", "METHODS"]
@@ -18,6 +18,7 @@ __all__ = ["solve", "SolveResult", "METHODS"]
 #: method -> (one-line description, default steps, grid)
 METHODS = {
     "smc": ("SMC with an exact Gaussian twist: asymptotically exact (SVD operators)", 50, "uniform"),
+    "mmps": ("MMPS: moment-matched Gaussian p(x0|x_t) with Tweedie's covariance, CG (linear operators)", 20, "edm"),
     "pigdm": ("ΠGDM: pseudoinverse guidance, one VJP per step (linear operators)", 50, "uniform"),
     "dps": ("DPS: gradient of ‖y − A(x̂0)‖ through the prior (any differentiable operator)", 100, "uniform"),
     "ddrm": ("DDRM: spectral DDIM with eta, eta_b (SVD operators)", 50, "uniform"),
@@ -28,6 +29,7 @@ METHODS = {
 #: each method's options and their defaults
 _OPTIONS = {
     "smc": {"particles": 16, "ess_threshold": 0.5},
+    "mmps": {"cg_iters": 1, "weight": 1.0, "eta": 1.0},
     "pigdm": {"weight": 1.0, "eta": 1.0},
     "dps": {"zeta": 1.0},
     "ddrm": {"eta": 0.85, "eta_b": 1.0},
@@ -56,15 +58,16 @@ def _diffusion(prior, sde) -> Diffusion:
 
 
 def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | None = None,
-          sigma_y: float | None = None, sde="vp", generator=None, guidance=(), callback=None,
+          sigma_y: float | None = None, sde="vp", grid: str | None = None, generator=None, guidance=(), callback=None,
           return_trajectory: bool = False, **options) -> SolveResult:
     """Sample x ~ p(x | y) for ``y = operator(x) + noise`` with a frozen prior.
 
     ``prior``: a Prior, a callable denoiser ``D(x, sigma)``, or a :class:`Diffusion` (then ``sde`` is
-    ignored). ``sigma_y``: the noise level the method assumes (default: the operator's). ``guidance``:
+    ignored). ``sigma_y``: the noise level the method assumes (default: the operator's). ``grid``: the time
+    grid, 'uniform' or 'edm' (Karras et al. 2022, eq. 5; default: the method's, in ``METHODS``). ``guidance``:
     extra terms, e.g. ``[ClassifierGuidance(clf, 3, gamma)]`` to inpaint *as* class 3. ``options`` go to
     the method (defaults in ``_OPTIONS``): ``particles``, ``ess_threshold`` (smc); ``zeta`` (dps);
-    ``eta``, ``eta_b`` (ddrm); ``weight``, ``eta`` (pigdm); ``corrector``, ``snr``, ``n_corrector``
+    ``eta``, ``eta_b`` (ddrm); ``weight``, ``eta`` (pigdm); ``cg_iters``, ``weight``, ``eta`` (mmps); ``corrector``, ``snr``, ``n_corrector``
     (projection). The prior's sample shape must be the operator's input shape. Returns samples, NFE per
     image and wall time.
     """
@@ -79,7 +82,7 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
         raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
     model = _diffusion(prior, sde)
     steps = METHODS[method][1] if steps is None else int(steps)
-    ts = time_grid(model.sde, steps, METHODS[method][2], device=y.device, dtype=y.dtype)
+    ts = time_grid(model.sde, steps, grid or METHODS[method][2], device=y.device, dtype=y.dtype)
     shape = (y.shape[0], *operator.input_shape)
     model.prior.check_input(torch.empty((1, *operator.input_shape), dtype=y.dtype))
     allowed = _OPTIONS[method]
@@ -109,6 +112,9 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
                 guided = Guided(model, [DPS(operator, y, zeta=options["zeta"]), *guidance])
                 # the last state, not the predictor's mean: it carries DPS's last gradient correction
                 res = sample_pc(guided, x, ts, predictor="ancestral", corrector="none", return_mean=False, **kw)
+            elif method == "mmps":
+                term = MMPS(operator, y, sigma_y, cg_iters=options["cg_iters"], weight=options["weight"])
+                res = sample_ddim(Guided(model, [term, *guidance]), x, ts, eta=options["eta"], **kw)
             else:
                 guided = Guided(model, [PiGDM(operator, y, sigma_y, weight=options["weight"]), *guidance])
                 res = sample_ddim(guided, x, ts, eta=options["eta"], **kw)
