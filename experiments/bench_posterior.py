@@ -68,6 +68,13 @@ from bench_posterior_sweep import read_sweep, run_sweep
 from posterior_common import FINAL, RESULTS, SWEEP, read_elapsed, write_elapsed
 
 
+def _merge(old, new):
+    """The earlier rows minus those the new runs redo (same problem, run and seed), then the new rows."""
+    key = lambda r: (r["d"], r["d_y"], r["library"], r["method"], r["config"], r["seed"])  # noqa: E731
+    redone = {key(r) for r in new}
+    return [r for r in old if key(r) not in redone] + new
+
+
 def run_final(args):
     start = time.perf_counter()
     seeds = list(range(1, args.seeds + 1))
@@ -80,6 +87,7 @@ def run_final(args):
     else:
         sweep = read_sweep(SWEEP)
         rows, n, m_ref = [], args.n, args.m_ref
+        old = read_final(prefix) if args.merge else []
         for d in args.dims:
             for d_y in args.dys:
                 plan = plan_problem(sweep, d, d_y)
@@ -89,8 +97,10 @@ def run_final(args):
                     keep = {tuple(o.split(":")) for o in args.only}
                     plan = [q for q in plan if (q[1], str(q[2])) in keep or (q[1],) in keep]
                 rows += decisive_problem(d, d_y, plan, n, seeds, m_ref, lambda s: print(s, flush=True))
-                write_final(rows, aggregate(rows), n, seeds, m_ref, time.perf_counter() - start, FINAL_NOTES, prefix)
-        elapsed = time.perf_counter() - start
+                both = _merge(old, rows)
+                write_final(both, aggregate(both), n, seeds, m_ref, time.perf_counter() - start, FINAL_NOTES, prefix)
+        rows = _merge(old, rows)
+        elapsed = time.perf_counter() - start + (read_elapsed(prefix) if args.merge else 0.0)
         write_elapsed(prefix, elapsed)
     agg = aggregate(rows)
     vs, _ = write_final(rows, agg, n, seeds, m_ref, elapsed, FINAL_NOTES, prefix)
@@ -109,6 +119,9 @@ def main(argv=None):
     ap.add_argument("--max-nfe", type=int, default=0, help="decisive stage: skip runs above this NFE (timing)")
     ap.add_argument("--only", nargs="+", default=[], metavar="METHOD[:NFE]",
                     help="decisive stage: only these runs of the plan, e.g. pigdm:500 dinv_dps:500")
+    ap.add_argument("--merge", action="store_true",
+                    help="decisive stage: add these runs to the stage's csv (replacing rows of the same run and "
+                         "seed) instead of starting a new one; use with --only")
     ap.add_argument("--tag", default="", help=f"decisive stage: write {FINAL}.TAG.* instead of {FINAL}.*")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="sweep: NFE <= 200 / steps <= 100 only, d=8 only")
