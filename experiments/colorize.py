@@ -8,8 +8,8 @@ Methods, one sample per image, the same gray y for all:
 * ``projection`` — Song et al.'s imputation: predictor–corrector (reverse diffusion + Langevin) with the
   measured (gray) coordinate replaced by the diffused measurement after every step, ``solve`` defaults
   (100 steps, 200 NFE);
-* the other invscore methods at ``solve`` defaults: ΠGDM (Song et al. 2023), DDRM (Kawar et al. 2022),
-  DPS (Chung et al. 2023), twisted SMC with 4 particles;
+* the other invscore methods at ``solve`` defaults: MMPS (Rozet et al. 2024), ΠGDM (Song et al. 2023),
+  DDRM (Kawar et al. 2022), DPS (Chung et al. 2023), twisted SMC with 4 particles;
 * baselines: the gray image itself (A⁺y, gray in all three channels) and deepinv 0.5.0's DDRM on the same
   prior and the same operator (``inverse_common``: prior as a [0, 1] denoiser, the operator's SVD as a
   ``DecomposablePhysics``), 100 NFE, η/η_b picked from two configurations by PSNR on 4 other test images.
@@ -43,7 +43,7 @@ from invscore.data import load  # noqa: E402
 from invscore.metrics import colorfulness  # noqa: E402
 from invscore.priors import CallablePrior  # noqa: E402
 
-INVSCORE = ["projection", "pigdm", "ddrm", "dps", "smc"]
+INVSCORE = ["projection", "mmps", "pigdm", "ddrm", "dps", "smc"]
 DDRM_CFGS = [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)]
 DINV_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 

@@ -66,49 +66,9 @@ class UnitDenoiser(dinv.models.Denoiser):
 
 
 # ------------------------------------------------------------------------------------------- physics
-def _hartley(x: torch.Tensor) -> torch.Tensor:
-    """2-D discrete Hartley transform over the last two dims, orthonormal: H = Re F − Im F (its own inverse)."""
-    f = torch.fft.fft2(x, norm="ortho")
-    return f.real - f.imag
-
-
-class HartleyBlur(operators.SVDOperator):
-    """The same circular blur as an ``operators.BlurFFT`` with a symmetric kernel, in a *real* SVD basis:
-    Ĥ is real and even, so A = H diag(Ĥ) H with H the orthonormal 2-D Hartley transform; s = |Ĥ| (the
-    same singular values, same order), V = H, U = H·diag(sign Ĥ). invscore's SMC and deepinv's DDRM need
-    real spectral coordinates; A and Aᵀ stay the BlurFFT's own fast forms."""
-
-    def __init__(self, blur):
-        super().__init__(tuple(blur.input_shape), tuple(blur.output_shape), blur.noise)
-        phase = torch.view_as_complex(blur._phase.to(torch.float64))
-        if phase.imag.abs().max() > 1e-6:
-            raise ValueError("HartleyBlur: expected a symmetric kernel (real spectrum)")
-        self.blur = blur
-        self.register_buffer("sign", phase.real.sign().to(blur.singular_values.dtype), persistent=False)
-        self._register_svd(blur.singular_values.clone(), rtol=blur.svd_rtol)
-
-    def _A(self, x):
-        return self.blur._A(x)
-
-    def _A_T(self, y):
-        return self.blur._A_T(y)
-
-    def V_T(self, x):
-        return _hartley(x).flatten(1)
-
-    def V(self, z):
-        return _hartley(z.view(z.shape[0], *self.input_shape))
-
-    def U_T(self, y):
-        return (_hartley(y) * self.sign).flatten(1)
-
-    def U(self, z):
-        return _hartley(z.view(z.shape[0], *self.output_shape) * self.sign)
-
-
 def real_svd(op):
-    """``op`` itself, or for an FFT blur the same blur in the real Hartley basis."""
-    return HartleyBlur(op) if isinstance(op, operators.BlurFFT) else op
+    """``op`` itself, or for an FFT blur the same blur in the real Hartley basis (``operators.HartleyBlur``)."""
+    return op.real_svd() if isinstance(op, operators.BlurFFT) else op
 
 
 class SpectralPhysics(dinv.physics.DecomposablePhysics):

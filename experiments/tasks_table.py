@@ -11,7 +11,8 @@ Tasks (32×32 gray, data in [-1, 1], y = A x + σ_y n with σ_y = 0.05 in data u
 
 Methods (one posterior sample per image, same y for every method):
 
-* invscore (``invscore.conditional.solve``, default options): ΠGDM (Song et al. 2023), DDRM (Kawar et al.
+* invscore (``invscore.conditional.solve``, default options): MMPS (Rozet et al. 2024; 20 steps on the EDM
+  grid, one CG iteration), ΠGDM (Song et al. 2023), DDRM (Kawar et al.
   2022), DPS (Chung et al. 2023), twisted SMC with 4 particles (default 16 would cost 800 NFE/image),
   and projection = Song et al. 2021 imputation in the SVD basis (predictor–corrector, 2 NFE per step).
   The table uses ``solve``'s default step counts.
@@ -60,7 +61,7 @@ TASKS = {  # name -> (registry name, parameters, description)
     "deblur": ("blur_gaussian_fft", {"sigma": 1.5}, "Gaussian blur σ=1.5 px (FFT)"),
     "sr4": ("sr_avgpool", {"factor": 4}, "×4 average-pool SR"),
 }
-INVSCORE = ["pigdm", "ddrm", "dps", "smc", "projection"]
+INVSCORE = ["mmps", "pigdm", "ddrm", "dps", "smc", "projection"]
 DEEPINV = {  # candidate grids; chosen after a first look on the tuning images (never on scored images)
     "dinv_dps": [dict(guidance="norm", weight=w) for w in (100.0, 300.0, 1000.0)],
     "dinv_ddrm": [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)],
@@ -134,9 +135,8 @@ def run_task(task, D, prior, x, x_tune, args, log):
                 if lib == "deepinv":
                     xh, got, secs = run_deepinv(method, tuned[method], nfe, den, phys, y_u[:n_img])
                 else:
-                    # SMC needs real spectral coordinates: the FFT blur in its Hartley basis (same A)
-                    op_m = real_svd(op) if method == "smc" else op
-                    xh, got, secs = run_invscore(prior, op_m, y[:n_img], method, invscore_steps(method, nfe))
+                    # SMC moves a symmetric FFT blur into its real Hartley basis itself (operators.HartleyBlur)
+                    xh, got, secs = run_invscore(prior, op, y[:n_img], method, invscore_steps(method, nfe))
                 record(lib, method, config, got, xh, secs, role, n_img)
             except Exception as err:  # noqa: BLE001 - report, don't hide
                 traceback.print_exc()
@@ -229,8 +229,8 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix):
           "that are not scored. The candidate grids were set after a first look at those same tuning images.",
           "- deepinv's physics is the invscore operator's own SVD (`inverse_common.SpectralPhysics`, checked "
           "against `op.A` and `op.A_T`); for the FFT blur it uses the real Hartley basis (same singular values). "
-          "invscore's SMC refuses complex (FFT) coordinates, so on `deblur` it gets the same blur in that "
-          "Hartley basis too (`inverse_common.HartleyBlur`); the other invscore methods use `BlurFFT` as is.",
+          "invscore's SMC needs real spectral coordinates, so on `deblur` it moves the blur into that Hartley "
+          "basis itself (`operators.HartleyBlur`); the other invscore methods use `BlurFFT` as is.",
           "- deepinv's DDRM draws its noise as σ·randn/√2 while calling the denoiser at σ, and its schedule "
           "starts at σ_u = 1 (σ_x = 2); its last denoiser call asks for σ = 0, clamped to EDM's σ_min = 0.002. "
           "DiffPIR uses its own 1000-step DDPM schedule (σ_x up to ≈ 156, above the prior's trained σ_max = 80). "

@@ -9,7 +9,7 @@ from .svd import SVDOperator
 from .compose import Composed, ComposedLinear
 from .masks import Mask, center_box_mask, box_mask, random_mask, half_mask, mask_from_file
 from .kernels import gaussian_kernel, gaussian_kernel_1d, motion_kernel, check_kernel
-from .blur import Blur, BlurFFT
+from .blur import Blur, BlurFFT, HartleyBlur
 from .color import Grayscale, LUMA_WEIGHTS, colour_transform
 from .resize import AvgPool, Bicubic
 from .dense import DenseOperator
@@ -33,7 +33,7 @@ __all__ = [
     "Operator", "LinearOperator", "FunctionOperator", "LinearFunctionOperator", "conjugate_gradient",
     "NoiseModel", "NoNoise", "GaussianNoise", "PoissonNoise", "SVDOperator", "Composed", "ComposedLinear",
     "Mask", "center_box_mask", "box_mask", "random_mask", "half_mask", "mask_from_file",
-    "gaussian_kernel", "gaussian_kernel_1d", "motion_kernel", "check_kernel", "Blur", "BlurFFT",
+    "gaussian_kernel", "gaussian_kernel_1d", "motion_kernel", "check_kernel", "Blur", "BlurFFT", "HartleyBlur",
     "Grayscale", "LUMA_WEIGHTS", "colour_transform", "AvgPool", "Bicubic", "DenseOperator",
     "from_deepinv", "to_deepinv", "make", "available", "register",
 ]

@@ -14,7 +14,7 @@ from .kernels import check_kernel
 from .masks import _img_size
 from .svd import SVDOperator
 
-__all__ = ["BlurFFT", "Blur"]
+__all__ = ["BlurFFT", "HartleyBlur", "Blur"]
 
 
 class BlurFFT(SVDOperator):
@@ -86,6 +86,55 @@ class BlurFFT(SVDOperator):
     def U(self, z):
         z = z.view(z.shape[0], *self.output_shape) * torch.view_as_complex(self._phase)
         return torch.fft.ifft2(z, norm="ortho").real
+
+    def real_svd(self) -> "HartleyBlur":
+        """The same operator with a *real* SVD (:class:`HartleyBlur`); needs a symmetric kernel."""
+        return HartleyBlur(self)
+
+
+def _hartley(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal 2-D discrete Hartley transform over the last two dims, H = Re F − Im F (Bracewell 1983);
+    real, symmetric and its own inverse."""
+    f = torch.fft.fft2(x, norm="ortho")
+    return f.real - f.imag
+
+
+class HartleyBlur(SVDOperator):
+    """A :class:`BlurFFT` with a symmetric kernel in a *real* SVD basis. Its spectrum Ĥ is then real and
+    even, so A = H diag(Ĥ) H with H the orthonormal 2-D Hartley transform: s = |Ĥ| (same values, same
+    order as the BlurFFT), V = H, U = H diag(sign Ĥ). Methods that need real spectral coordinates (SMC)
+    use it; A, Aᵀ and A⁺ stay the BlurFFT's fast rfft forms."""
+
+    def __init__(self, blur: BlurFFT):
+        super().__init__(tuple(blur.input_shape), tuple(blur.output_shape), blur.noise)
+        phase = torch.view_as_complex(blur._phase.to(torch.float64))
+        if phase.imag.abs().max() > 1e-6:
+            raise ValueError("HartleyBlur: expected a symmetric kernel (k(-i, -j) = k(i, j), a real spectrum); "
+                             "a motion blur has none. Use a method without an SVD (mmps, pigdm, dps) for it.")
+        self.blur = blur
+        self.register_buffer("sign", phase.real.sign().to(blur.singular_values.dtype), persistent=False)
+        self._register_svd(blur.singular_values.clone(), rtol=blur.svd_rtol)
+
+    def _A(self, x):
+        return self.blur._A(x)
+
+    def _A_T(self, y):
+        return self.blur._A_T(y)
+
+    def _A_pinv(self, y):
+        return self.blur._A_pinv(y)
+
+    def V_T(self, x):
+        return _hartley(x).flatten(1)
+
+    def V(self, z):
+        return _hartley(z.view(z.shape[0], *self.input_shape))
+
+    def U_T(self, y):
+        return (_hartley(y) * self.sign).flatten(1)
+
+    def U(self, z):
+        return _hartley(z.view(z.shape[0], *self.output_shape) * self.sign)
 
 
 def _fold_reflect(z: torch.Tensor, dim: int, before: int, after: int) -> torch.Tensor:

@@ -247,3 +247,18 @@ def test_ddrm_step_is_kawar_eq7():
     torch.testing.assert_close(z.mean(0), mean[0], atol=4 * eta * r_s / n**0.5, rtol=0)
     var = z.var(0)
     assert ((var / (eta * r_s) ** 2 - 1).abs() < 0.05).all(), var
+
+
+def test_smc_takes_a_symmetric_fft_blur_in_its_hartley_basis():
+    """SMC needs real spectral coordinates: a Gaussian FFT blur is moved to operators.HartleyBlur by
+    itself; a motion blur (complex spectrum only) is refused with the methods that take it."""
+    prior = StationaryGaussian.radial((1, 8, 8), corner=0.3, dtype=torch.float32)
+    x = prior.sample(2, generator=torch.Generator().manual_seed(0))
+    blur = operators.make("blur_gaussian_fft", img_size=(1, 8, 8), sigma=1.0, size=5, noise=0.05)
+    y = blur.measure(x, torch.Generator().manual_seed(1))
+    res = solve(prior, blur, y, method="smc", steps=10, particles=4, generator=torch.Generator().manual_seed(2))
+    assert res.x.shape == x.shape and torch.isfinite(res.x).all() and res.nfe == 40
+    assert float((blur(res.x) - y).pow(2).mean().sqrt()) < 0.2
+    motion = operators.make("blur_motion_fft", img_size=(1, 8, 8), size=5)
+    with pytest.raises(ValueError, match="mmps, pigdm, dps"):
+        solve(prior, motion, motion(x), method="smc", steps=2)

@@ -367,3 +367,21 @@ def test_docstring_examples():
     snippet = Path(operators.__file__).with_name("README_SNIPPET.md")
     res = doctest.testfile(str(snippet), module_relative=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
+
+
+def test_hartley_blur_is_the_same_operator_in_a_real_basis():
+    """operators.HartleyBlur: a real orthonormal SVD of a symmetric FFT blur, A = U diag(s) Vᵀ (float64);
+    a motion blur (no real spectrum) is refused with the methods that do work."""
+    blur = operators.make("blur_gaussian_fft", img_size=(2, 8, 8), sigma=1.2, dtype=torch.float64)
+    hb = blur.real_svd()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 2, 8, 8, generator=g, dtype=torch.float64)
+    z = hb.V_T(x)
+    assert not torch.is_complex(z)
+    torch.testing.assert_close(hb.V(z), x)  # orthonormal, its own inverse
+    torch.testing.assert_close(z.norm(dim=1), x.flatten(1).norm(dim=1))
+    torch.testing.assert_close(hb.U(hb.singular_values * z), blur(x))
+    torch.testing.assert_close(hb.singular_values, blur.singular_values)
+    motion = operators.make("blur_motion_fft", img_size=(1, 8, 8), dtype=torch.float64)
+    with pytest.raises(ValueError, match="symmetric kernel.*mmps, pigdm, dps"):
+        motion.real_svd()

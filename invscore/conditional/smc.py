@@ -67,7 +67,11 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
     shape = (B * K, *op.input_shape)
     x = sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
     if torch.is_complex(op.V_T(x[:1])):
-        raise TypeError("SMC needs real spectral coordinates; for FFT blur use 'pigdm' or 'dps'")
+        # the same operator in a real basis where it has one (an FFT blur with a symmetric kernel: Hartley)
+        if not hasattr(op, "real_svd"):
+            raise TypeError(f"SMC needs real spectral coordinates; {type(op).__name__} has complex ones and no "
+                            "real_svd(). Use 'mmps', 'pigdm' or 'dps' for it.")
+        op = op.real_svd()
     ts, guard, nfe0 = prepare(model, x, ts, "smc")
     ybar = op.y_spectral(y).repeat_interleave(K, dim=0)  # (BK, R)
     R = ybar.shape[1]
