@@ -236,7 +236,8 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix):
           "DiffPIR uses its own 1000-step DDPM schedule (σ_x up to ≈ 156, above the prior's trained σ_max = 80). "
           "All run as shipped.",
           "- DPS and ΠGDM (both libraries) also backpropagate through every network call: one NFE costs about "
-          "two forward passes.", ""]
+          "two forward passes. MMPS backpropagates cg_iters + 1 = 2 times per call (about three forward passes).",
+          ""]
     (RESULTS / f"{prefix}.md").write_text("\n".join(L))
 
 
