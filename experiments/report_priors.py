@@ -1,12 +1,14 @@
-"""Report on the shipped Fashion-MNIST prior (issue 5 §3): posterior inpainting and class guidance.
+"""Report on a shipped prior (issue 5 §3): posterior inpainting and, for Fashion-MNIST, class guidance.
 
-Reads whatever is shipped as ``invscore/assets/fashion_mnist`` (denoiser) and
-``fashion_mnist_classifier`` (noise-conditional classifier); the prior's card (steps) is recorded.
+Reads whatever is shipped as ``invscore/assets/<--prior>`` (default ``fashion_mnist``; ``emoji`` for the
+colour prior, whose report has no guidance part) and ``fashion_mnist_classifier`` (noise-conditional
+classifier); the prior's card (steps) is recorded. Test images come from the dataset its card names.
 
 1. **Inpainting.** Centre 16×16 box (``operators.make('inpaint_center', box=16)``) on the first N held-out
-   test images, y = A x + σ_y n with σ_y = 0.01 in the prior's data space [−1, 1] (0.005 in [0, 1]).
-   Methods of ``invscore.conditional.solve``: pigdm (50 steps), smc (4 particles, 50 steps), dps (100
-   steps), S samples per image. Reported: single-sample PSNR / SSIM / LPIPS(alex) (averaged over all
+   test images (emoji: N drawn with ``--seed``, the split being sorted by code point), y = A x + σ_y n with
+   σ_y = 0.01 in the prior's data space [−1, 1] (0.005 in [0, 1]). Methods of
+   ``invscore.conditional.solve``: pigdm (50 steps), mmps (20 steps), smc (4 particles, 50 steps), dps
+   (100 steps), S samples per image. Reported: single-sample PSNR / SSIM / LPIPS(alex) (averaged over all
    S samples of every image) and PSNR / SSIM of the posterior mean of the S samples; against
    scikit-image's biharmonic inpainting and a TV-regularised solution (proximal gradient on
    ½‖My − Mx‖² + λ TV(x) with deepinv's ``TVPrior`` prox, λ = 0.01 fixed, not tuned on test).
@@ -61,28 +63,29 @@ SIGMA_Y = 0.01  # in the prior's data space [-1, 1]
 BOX = 16
 TV_LAMBDA, TV_ITERS = 0.01, 200
 #: (method, steps, options) — the issue's settings
-METHODS = [("pigdm", 50, {}), ("smc", 50, {"particles": 4}), ("dps", 100, {})]
+METHODS = [("pigdm", 50, {}), ("mmps", 20, {}), ("smc", 50, {"particles": 4}), ("dps", 100, {})]
 GAMMAS = (0.0, 1.0, 2.0, 4.0, 8.0)
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
 
 
 # ----------------------------------------------------------------------------------------- inpainting
-def load_prior():
-    D = load_denoiser(PRIOR)
-    return CallablePrior(D, data_shape=(1, 32, 32)), read_card(PRIOR)
+def load_prior(name: str = PRIOR):
+    D, card = load_denoiser(name), read_card(name)
+    shape = (int(card.get("channels", 1)), int(card.get("image_size", 32)), int(card.get("image_size", 32)))
+    return CallablePrior(D, data_shape=shape), card
 
 
-def make_operator(sigma_y: float = SIGMA_Y):
-    return operators.make("inpaint_center", img_size=(1, 32, 32), box=BOX, noise=sigma_y)
+def make_operator(sigma_y: float = SIGMA_Y, shape=(1, 32, 32)):
+    return operators.make("inpaint_center", img_size=tuple(shape), box=BOX, noise=sigma_y)
 
 
 def biharmonic(y01: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """scikit-image biharmonic inpainting of y (in [0, 1]) where mask == 0."""
+    """scikit-image biharmonic inpainting of y (in [0, 1], gray or colour) where mask == 0."""
     from skimage.restoration import inpaint_biharmonic
     missing = (mask[0] == 0).numpy()
-    out = [inpaint_biharmonic(im[0].double().numpy(), missing) for im in y01]
-    return torch.from_numpy(np.stack(out))[:, None].float().clamp(0, 1)
+    out = [inpaint_biharmonic(im.permute(1, 2, 0).double().numpy(), missing, channel_axis=-1) for im in y01]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().clamp(0, 1)
 
 
 def tv_inpaint(y01: torch.Tensor, mask: torch.Tensor, lam: float = TV_LAMBDA, iters: int = TV_ITERS):
@@ -98,7 +101,7 @@ def tv_inpaint(y01: torch.Tensor, mask: torch.Tensor, lam: float = TV_LAMBDA, it
 
 def run_method(prior, op, y, method: str, steps: int, samples: int, seed: int = 0, chunk: int = 64,
                **options):
-    """S posterior samples per measurement → ((B, S, 1, 32, 32) in [0, 1], NFE per sample, seconds)."""
+    """S posterior samples per measurement → ((B, S, C, 32, 32) in [0, 1], NFE per sample, seconds)."""
     g = torch.Generator().manual_seed(seed)
     yr = y.repeat_interleave(samples, 0)
     outs, nfe, secs = [], 0, 0.0
@@ -118,7 +121,7 @@ def _stats(v: torch.Tensor) -> dict:
 
 
 def metrics_of(x01: torch.Tensor, ref01: torch.Tensor, with_lpips: bool = True) -> dict:
-    """Per-image PSNR/SSIM(/LPIPS alex) vectors of x (B, 1, H, W) vs ref."""
+    """Per-image PSNR/SSIM(/LPIPS alex) vectors of x (B, C, H, W) vs ref."""
     out = {"psnr": psnr(x01, ref01), "ssim": ssim(x01, ref01)}
     if with_lpips:
         out["lpips"] = lpips(x01, ref01, net="alex")
@@ -127,8 +130,8 @@ def metrics_of(x01: torch.Tensor, ref01: torch.Tensor, with_lpips: bool = True) 
 
 def inpainting_report(prior, x01: torch.Tensor, samples: int, methods=METHODS, seed: int = 0,
                       sigma_y: float = SIGMA_Y, log=print):
-    """Run the baselines and every method on images x01 (B, 1, 32, 32) in [0, 1]."""
-    op = make_operator(sigma_y)
+    """Run the baselines and every method on images x01 (B, C, 32, 32) in [0, 1]."""
+    op = make_operator(sigma_y, x01.shape[1:])
     mask = op.mask.clone()
     y = op.measure(x01 * 2 - 1, torch.Generator().manual_seed(seed + 12345))
     y01 = ((y + 1) / 2).clamp(0, 1) * mask
@@ -290,6 +293,13 @@ def _fmt(s, digits=2):
     return f"{s['mean']:.{digits}f} ± {s['se']:.{digits}f}"
 
 
+def _write_md(lines, res, prefix: Path) -> str:
+    md = "\n".join(lines) + "\n"
+    prefix.with_suffix(".md").write_text(md)
+    prefix.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    return md
+
+
 def write_report(res: dict, images: dict, grids: dict, prefix: Path, log=print) -> str:
     import matplotlib
     matplotlib.use("Agg")
@@ -298,13 +308,15 @@ def write_report(res: dict, images: dict, grids: dict, prefix: Path, log=print) 
 
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    inp, gd = res["inpainting"], res["guidance"]
-    S = inp["samples"]
-    L = ["# Shipped Fashion-MNIST prior: report", "",
-         f"Prior `{PRIOR}` ({res['prior_card'].get('steps')} training steps, final loss "
-         f"{res['prior_card'].get('final_loss', float('nan')):.3f}); classifier `{CLASSIFIER}`. "
+    inp, gd = res["inpainting"], res.get("guidance")
+    S, name = inp["samples"], res["prior"]
+    L = [f"# Shipped `{name}` prior: report", "",
+         f"Prior `{name}` ({res['prior_card'].get('steps')} training steps, final loss "
+         f"{res['prior_card'].get('final_loss', float('nan')):.3f})"
+         f"{f'; classifier `{CLASSIFIER}`' if gd else ''}; held-out test images of `{inp['dataset']}`. "
          f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min, {res['threads']} thread(s), shared CPU).",
-         "", f"## Centre {BOX}×{BOX} inpainting, first {inp['n_images']} held-out test images, "
+         "", f"## Centre {BOX}×{BOX} inpainting, {inp['n_images']} held-out test images "
+         f"({'the first' if inp['dataset'] == 'fashion_mnist' else 'a seeded random subset'}), "
          f"σ_y = {SIGMA_Y} in [−1, 1]", "",
          f"Mean ± standard error over images. *Single*: metrics of one posterior sample, averaged over "
          f"the {S} samples of each image. *Mean of {S}*: metrics of the average of the {S} samples. "
@@ -326,6 +338,12 @@ def write_report(res: dict, images: dict, grids: dict, prefix: Path, log=print) 
                  f"{v['psnr_mean_diff']['mean']:+.2f} ± {v['psnr_mean_diff']['se']:.2f} dB vs baseline → "
                  f"{'PASS' if v['psnr_mean_higher'] else 'FAIL'}"
                  f"{' (95 % interval above 0)' if v['psnr_mean_higher_95'] else ' (not significant at 95 %)' if v['psnr_mean_higher'] else ''}")
+    k = min(12, inp["n_images"])
+    save_image(torch.cat([v[:k] for v in images.values()]), f"{prefix}_inpainting.png", nrow=k, padding=1,
+               pad_value=1.0)
+    if gd is None:
+        L += ["", f"Figure: `{prefix.name}_inpainting.png` (rows: " + ", ".join(images) + "; columns: images)."]
+        return _write_md(L, res, prefix)
     j = gd["judge"]
     best = max(gd["by_gamma"].items(), key=lambda kv: kv[1]["fraction"])
     L += ["", f"## Class guidance ({gd.get('sampler', 'ddim')} {gd['steps']} steps, {gd['per_class']} samples × 10 classes per γ)", "",
@@ -344,12 +362,7 @@ def write_report(res: dict, images: dict, grids: dict, prefix: Path, log=print) 
           f"{'PASS' if ok else 'FAIL'} (target ≥ 90 % at some γ)", "",
           f"Figures: `{prefix.name}_inpainting.png` (rows: " + ", ".join(images) + "; columns: images), "
           f"`{prefix.name}_guidance.png`, `{prefix.name}_guidance_samples.png` (rows: classes, γ = {float(best[0]):g})."]
-    md = "\n".join(L) + "\n"
-    prefix.with_suffix(".md").write_text(md)
-    prefix.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    k = min(12, inp["n_images"])
-    save_image(torch.cat([v[:k] for v in images.values()]), f"{prefix}_inpainting.png", nrow=k, padding=1,
-               pad_value=1.0)
+    md = _write_md(L, res, prefix)
     gs = [float(x) for x in gd["by_gamma"]]
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.errorbar(gs, [r["fraction"] for r in gd["by_gamma"].values()],
@@ -371,6 +384,8 @@ def write_report(res: dict, images: dict, grids: dict, prefix: Path, log=print) 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--prior", default=PRIOR, help="shipped prior (fashion_mnist, emoji) or .safetensors path; "
+                   "guidance is reported for fashion_mnist only")
     p.add_argument("--n", type=int, default=64, help="held-out test images for inpainting")
     p.add_argument("--samples", type=int, default=8, help="posterior samples per image")
     p.add_argument("--per-class", type=int, default=10, help="guided samples per class and γ")
@@ -385,15 +400,23 @@ def main(argv=None):
     p.add_argument("--guidance-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(RESULTS / "prior_report"), help="output prefix")
+    p.add_argument("--out", default=None, help="output prefix (default results/prior_report[_<prior>])")
     a = p.parse_args(argv)
     if a.quick:
         a.n, a.samples, a.per_class, a.judge_steps = min(a.n, 8), min(a.samples, 2), min(a.per_class, 2), 300
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     log = lambda s: print(f"[{time.perf_counter() - t0:6.0f}s] {s}", flush=True)  # noqa: E731
-    prior, card = load_prior()
-    x01, _ = load("fashion_mnist", "test", n=a.n)
+    if a.out is None:
+        a.out = str(RESULTS / ("prior_report" if a.prior == PRIOR else f"prior_report_{Path(a.prior).stem}"))
+    prior, card = load_prior(a.prior)
+    dataset = card.get("data", {}).get("name", "fashion_mnist")
+    a.skip_guidance = a.skip_guidance or dataset != "fashion_mnist"
+    if dataset == "fashion_mnist":
+        x01, _ = load(dataset, "test", n=a.n)
+    else:  # a fixed random subset: the emoji split is sorted by code point, so its head is all flags
+        xa, _ = load(dataset, "test")
+        x01 = xa[torch.randperm(len(xa), generator=torch.Generator().manual_seed(a.seed))[:a.n]]
     log(f"inpainting: {a.n} images × {a.samples} samples")
     known = {m for m, _, _ in METHODS}
     chosen = [m.strip() for m in a.methods.split(",") if m.strip()]
@@ -402,8 +425,9 @@ def main(argv=None):
     rows, images = inpainting_report(prior, x01, a.samples, methods=[m for m in METHODS if m[0] in chosen],
                                      seed=a.seed, log=log)
     res = {"command": "python experiments/report_priors.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "threads": a.threads, "prior_card": {k: card.get(k) for k in ("steps", "final_loss", "training_time_s")},
-           "inpainting": {"n_images": a.n, "samples": a.samples, "sigma_y_data_space": SIGMA_Y, "box": BOX,
+           "threads": a.threads, "prior": a.prior,
+           "prior_card": {k: card.get(k) for k in ("steps", "final_loss", "training_time_s")},
+           "inpainting": {"dataset": dataset, "n_images": a.n, "samples": a.samples, "sigma_y_data_space": SIGMA_Y, "box": BOX,
                           "tv_lambda": TV_LAMBDA, "rows": rows, "verdicts": verdicts(rows)}}
     grids = {}
     if not a.skip_guidance:
@@ -421,11 +445,6 @@ def main(argv=None):
                            "judge": info, "by_gamma": by,
                            "classifier_card": {k: read_card(CLASSIFIER).get(k) for k in ("steps", "training_time_s")}}
     res["seconds"] = time.perf_counter() - t0
-    if a.skip_guidance:
-        Path(a.out).with_suffix(".json").parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-        print(json.dumps(res["inpainting"]["verdicts"], indent=1))
-        return res
     md = write_report(res, images, grids, Path(a.out), log=log)
     print(md)
     return res
