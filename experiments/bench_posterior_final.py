@@ -71,7 +71,7 @@ def plan_problem(sweep_rows, d, d_y):
             # MMPS came after the sweep; cg_iters = d_y solves its d_y x d_y system exactly
             plan += [(lib, "mmps", nfe, f"steps={nfe},cg_iters={d_y}") for nfe in FINAL_NFE]
             # solve() takes grid= since the sweep: ΠGDM on the EDM grid too, whatever its sweep rank
-            plan += [(lib, "pigdm", nfe, f"steps={nfe},grid=edm") for nfe in FINAL_NFE]
+            plan += [(lib, "pigdm_edm", nfe, f"steps={nfe},grid=edm") for nfe in FINAL_NFE]
     # the oracle: the exact posterior's own denoiser in the ancestral sampler on the EDM grid
     plan += [("oracle", "oracle", nfe, f"steps={nfe},grid=edm") for nfe in FINAL_NFE]
     return plan
@@ -126,9 +126,9 @@ def decisive_problem(d, d_y, plan, n, seeds, m_ref, log, n_floor=8):
                     res = sample_smc(model, p.operator, y, ts, particles=cfg["particles"],
                                      generator=torch.Generator().manual_seed(seed))
                     x, nfe = res.x, res.nfe * cfg["particles"]
-                elif lib == "invscore":
-                    res = solve(p.prior, p.operator, y, method=method, generator=torch.Generator().manual_seed(seed),
-                                **cfg)
+                elif lib == "invscore":  # pigdm_edm: solve's pigdm with grid='edm' (in the config)
+                    res = solve(p.prior, p.operator, y, method=method.removesuffix("_edm"),
+                                generator=torch.Generator().manual_seed(seed), **cfg)
                     x, nfe = res.x, res.nfe
                 else:
                     den.calls = 0
@@ -301,7 +301,7 @@ def plot_final(agg, path):
         ax.axhline(rs[0]["floor"], color="k", lw=0.8, ls=":", label="floor (exact, same N)")
 
     plot_grid(agg, path, series, refs, "sliced W2 to the exact posterior",
-              "Sliced W2 vs NFE, mean ± s.d. over seeds (solid: invscore, dashed: deepinv)", xticks=FINAL_NFE,
+              "Sliced W2 vs NFE, mean ± s.d. over seeds (solid: invscore, dashed: deepinv, dash-dot: oracle)", xticks=FINAL_NFE,
               fig_legend=True)
 
 
@@ -337,7 +337,7 @@ FINAL_NOTES = [
     "the first decisive run; its runs were added with `--only mmps --merge` (same problems, seeds, N and "
     "references; the other rows are those of the earlier run). It runs at `solve`'s default EDM time grid with "
     "cg_iters = d_y, which makes its conjugate-gradient solve exact; each step is one network evaluation "
-    "and d_y + 1 backward passes. ΠGDM on the EDM time grid (`solve(..., grid='edm')`, config `grid=edm`) "
+    "and d_y + 1 backward passes. ΠGDM on the EDM time grid (`pigdm_edm`: `solve(..., grid='edm')`) "
     "was added the same way, on every problem.",
     "Where invscore's best run sits at the floor, the raw ratio cannot fall below floor / best deepinv: "
     "'target below floor' marks problems where 0.5 × best deepinv < floor. For d=80 d_y=4 a supplementary "

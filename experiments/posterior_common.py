@@ -213,8 +213,10 @@ def plot_grid(rows, path, series, refs, ylabel, title, xticks=None, fig_legend=F
     ds, dys = sorted({d for d, _ in probs}), sorted({dy for _, dy in probs})
     fig, axes = plt.subplots(len(ds), len(dys), figsize=(4.2 * len(dys), 3.6 * len(ds)), squeeze=False)
     methods = sorted({(r["library"], r["method"]) for r in rows}, key=lambda m: (m[0] != "invscore", m[1]))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    style = {m: (colors[i % len(colors)], "-" if m[0] == "invscore" else "--") for i, m in enumerate(methods)}
+    drawn = [m for m in methods if m[0] != "oracle"]
+    colors = plt.get_cmap("tab10" if len(drawn) <= 10 else "tab20").colors
+    style = {m: (colors[i % len(colors)], "-" if m[0] == "invscore" else "--") for i, m in enumerate(drawn)}
+    style.update({m: ("k", "-.") for m in methods if m[0] == "oracle"})  # the exact posterior's own score
     for i, d in enumerate(ds):
         for j, d_y in enumerate(dys):
             ax = axes[i][j]
