@@ -301,7 +301,8 @@ def plot_final(agg, path):
         ax.axhline(rs[0]["floor"], color="k", lw=0.8, ls=":", label="floor (exact, same N)")
 
     plot_grid(agg, path, series, refs, "sliced W2 to the exact posterior",
-              "Sliced W2 vs NFE, mean ± s.d. over seeds (solid: invscore, dashed: deepinv, dash-dot: oracle)", xticks=FINAL_NFE,
+              "Sliced W2 vs NFE, mean ± s.d. over seeds (solid: invscore, dashed: deepinv, dash-dot: oracle)",
+              xticks=FINAL_NFE,
               fig_legend=True)
 
 

@@ -15,7 +15,8 @@ from .guided import Term
 
 __all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "MMPS", "require_svd", "SVD_METHODS", "ANY_METHODS"]
 
-#: methods that need an operator with an SVD, and those that need only a differentiable A
+#: methods that need an operator with an SVD, and those that do not (dps: any differentiable A; pigdm and
+#: mmps: a linear one)
 SVD_METHODS = ("projection", "ddrm", "smc")
 ANY_METHODS = ("dps", "pigdm", "mmps")
 
@@ -26,7 +27,8 @@ def require_svd(op, method: str):
     if not isinstance(op, SVDOperator):
         raise TypeError(f"method {method!r} needs an operator with an SVD (operators.SVDOperator: masks, "
                         f"grayscale, average-pool SR, FFT blur, dense); got {type(op).__name__}. "
-                        f"Methods that work with any differentiable operator: {', '.join(ANY_METHODS)}")
+                        f"Methods that need no SVD: {', '.join(ANY_METHODS)} (dps: any differentiable operator; "
+                        "pigdm, mmps: linear ones)")
 
 
 def _spectral_noise(op, x, generator):

@@ -58,8 +58,8 @@ def _diffusion(prior, sde) -> Diffusion:
 
 
 def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | None = None,
-          sigma_y: float | None = None, sde="vp", grid: str | None = None, generator=None, guidance=(), callback=None,
-          return_trajectory: bool = False, **options) -> SolveResult:
+          sigma_y: float | None = None, sde="vp", grid: str | None = None, generator=None, guidance=(),
+          callback=None, return_trajectory: bool = False, **options) -> SolveResult:
     """Sample x ~ p(x | y) for ``y = operator(x) + noise`` with a frozen prior.
 
     ``prior``: a Prior, a callable denoiser ``D(x, sigma)``, or a :class:`Diffusion` (then ``sde`` is
