@@ -14,9 +14,9 @@ import torch
 
 from invscore.conditional import solve
 from invscore.stats import sliced_wasserstein
-from invscore.testing import mixture_problem
+from invscore.testing import mixture_problem, posterior_references
 from posterior_common import (ORACLE_STEPS, RESULTS, SWEEP, C, deepinv_setup, notes_section, plot_grid, problem_tables,
-                              read_csv, read_elapsed, references, run_deepinv, write_csv, write_elapsed, write_md)
+                              read_csv, read_elapsed, run_deepinv, write_csv, write_elapsed, write_md)
 
 #: invscore runs: method -> list of (label, solve kwargs)
 INV_STEPS = [20, 50, 100, 200, 500]
@@ -47,7 +47,7 @@ def _cfg_label(cfg):
 
 def bench_problem(d, d_y, n, quick, log):
     p = mixture_problem(d, d_y, seed=d + d_y)
-    exact, dirs, floor, oracle = references(p, n)
+    exact, dirs, floor, oracle = posterior_references(p, n, ORACLE_STEPS)
     rows = []
     base = dict(d=d, d_y=d_y, sigma_y=round(p.sigma_y, 4), floor=floor, oracle_over_floor=oracle / floor)
 

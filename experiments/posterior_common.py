@@ -1,8 +1,9 @@
 """Shared parts of the posterior-sampling benchmark (``bench_posterior.py``, whose docstring explains it).
 
 The mixture problem's deepinv side (the prior's exact denoiser and A's SVD as deepinv objects, the problem
-mapped to [0, 1]), one deepinv run, the sliced-Wasserstein references, CSV and elapsed-time files, and the
-NFE plot grid that both stages draw.
+mapped to [0, 1]), one deepinv run, the sliced-Wasserstein distance to a large exact reference set, CSV
+and elapsed-time files, and the NFE plot grid that both stages draw. The sweep's floor and oracle come
+from ``invscore.testing.posterior_references``.
 """
 from __future__ import annotations
 
@@ -14,10 +15,6 @@ import torch
 import torch.nn.functional as F
 
 import deepinv as dinv
-from invscore.priors import Diffusion
-from invscore.samplers import sample_pc, time_grid
-from invscore.sde import VPSDE
-from invscore.stats import sliced_wasserstein
 
 C = 20.0  # x = C (2u - 1): u in [0, 1] for deepinv
 ORACLE_STEPS = 60
@@ -107,20 +104,6 @@ def run_deepinv(method, cfg, nfe, den, phys, y_u, seed):
                                       zeta=cfg["zeta"], lambda_=cfg["lambda_"])
         return model(y_u, phys)
     raise ValueError(method)
-
-
-def references(p, n: int, seed: int = 0):
-    """As ``tests/test_conditional.py::_references``: exact samples, directions, floor, oracle SW."""
-    g = torch.Generator().manual_seed(seed)
-    exact = p.posterior.sample(n, g)
-    dirs = torch.randn(p.prior.dim, 200, generator=g, dtype=torch.float64)
-    dirs /= dirs.norm(dim=0)
-    floor = sum(float(sliced_wasserstein(exact, p.posterior.sample(n, g), directions=dirs)) for _ in range(4)) / 4
-    sde = VPSDE()
-    x = sde.prior_sampling((n, p.prior.dim), generator=g, dtype=torch.float64)
-    oracle_x = sample_pc(Diffusion(p.posterior, sde), x, time_grid(sde, ORACLE_STEPS, dtype=torch.float64),
-                         predictor="ancestral", generator=g).x
-    return exact, dirs, floor, float(sliced_wasserstein(oracle_x, exact, directions=dirs))
 
 
 def sw_to_reference(x, ref_sorted, dirs):

@@ -46,7 +46,7 @@ import torch
 
 from inverse_common import (RESULTS, NFE_PER_STEP, SMC_PARTICLES, SpectralPhysics, UnitDenoiser,
                             cfg_label, image_metrics, invscore_steps, run_deepinv, run_invscore,
-                            real_svd, save_grid, summarize, to_unit_measurement, tune_deepinv)
+                            save_grid, summarize, to_unit_measurement, tune_deepinv)
 
 import operators  # noqa: E402  (after inverse_common put the repository on sys.path)
 from invscore.checkpoint import load_denoiser, read_card  # noqa: E402

@@ -226,15 +226,16 @@ class MMPS(Term):
     needs_grad = True
 
     def __init__(self, op, y, sigma_y=None, cg_iters: int = 1, weight: float = 1.0):
+        from operators import conjugate_gradient
         _require_linear(op, "MMPS")
         op.check_output(y)
+        self._cg = conjugate_gradient
         if int(cg_iters) < 1:
             raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
         self.op, self.y, self.weight, self.cg_iters = op, y, float(weight), int(cg_iters)
         self.sigma_y = float(op.sigma_y if sigma_y is None else sigma_y)
 
     def score(self, x, t, x0, model):
-        from operators import conjugate_gradient
         sde = model.sde
         # Cov[x0 | x_t] = r² ∂x̂0/∂x̄ = r² α ∂x̂0/∂x_t
         c = bcast(per_sample(sde.ratio(t), x) ** 2 * per_sample(sde.alpha(t), x), x)
@@ -246,5 +247,6 @@ class MMPS(Term):
             return self.sigma_y**2 * w + self.op.A(c * vjp(self.op.A_T(w)))
 
         res = self.y - self.op(x0.detach())
-        v = conjugate_gradient(matvec, res, tol=1e-6, maxiter=self.cg_iters, check_every=self.cg_iters + 1)
+        # a fixed number of iterations: check_every > maxiter keeps the convergence test (a host sync) out
+        v = self._cg(matvec, res, tol=1e-6, maxiter=self.cg_iters, check_every=self.cg_iters + 1)
         return self.weight * vjp(self.op.A_T(v))
