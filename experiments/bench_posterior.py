@@ -41,7 +41,9 @@ Two stages.
    NFE in the sweep), on FINAL_NFE, N samples per run (default 500, what fits ~40 min on one busy thread with
    3 seeds), sliced W2 against M = 20,000 exact posterior samples, repeated over seeds (mean +- s.d.).
    The floor is the same distance for N exact samples. SMC runs both at ``solve``'s uniform time grid and at
-   the EDM grid (``smc_edm``: ``sample_smc`` on ``time_grid(sde, steps, 'edm')``). Writes
+   the EDM grid (``smc_edm``: ``sample_smc`` on ``time_grid(sde, steps, 'edm')``). Added after the sweep,
+   on every problem: MMPS (cg_iters = d_y), ΠGDM on the EDM grid (``pigdm_edm``) and the *oracle* (the
+   exact posterior's own denoiser in the ancestral sampler on the EDM grid, at each NFE). Writes
    ``posterior_benchmark.{csv,md,png}``.
 
 Verdict per problem (strict, as in the issue): take the best deepinv run (lowest mean SW, its NFE n_d); the
@@ -50,9 +52,10 @@ invscore run (NFE n_i), the best deepinv run with NFE <= n_i (the lenient readin
 errors over seeds, and a debiased reading (sqrt(SW^2 - floor^2), see ``debiased``).
 
 Run: ``python experiments/bench_posterior.py`` (decisive, N = 500, 3 seeds, ~40 min on one busy thread),
-``python experiments/bench_posterior.py --sweep`` (stage 1), ``--from-csv`` to rebuild tables and plots.
+``python experiments/bench_posterior.py --sweep`` (stage 1), ``--from-csv`` to rebuild tables and plots,
+``--only METHOD[:NFE] … --merge`` to add or redo runs in the decisive table without rerunning the rest.
 
-Code: ``posterior_common.py`` (the deepinv side of the problem, references, files, the plot grid),
+Code: ``posterior_common.py`` (the deepinv side of the problem, the SW to a reference, files, plots),
 ``bench_posterior_sweep.py`` (stage 1), ``bench_posterior_final.py`` (stage 2); this script runs them.
 """
 from __future__ import annotations
