@@ -17,7 +17,7 @@ from invscore.conditional.smc import sample_smc
 from invscore.priors import Diffusion
 from invscore.samplers import sample_ddim, time_grid
 from invscore.sde import VPSDE
-from invscore.testing import mixture_problem
+from invscore.testing import grid_mixture, mixture_problem
 from posterior_common import (FINAL, RESULTS, SWEEP, C, deepinv_setup, notes_section, plot_grid, problem_tables,
                               read_csv, run_deepinv, sw_to_reference, write_csv, write_md)
 
@@ -72,9 +72,20 @@ def plan_problem(sweep_rows, d, d_y):
             plan += [(lib, "mmps", nfe, f"steps={nfe},cg_iters={d_y}") for nfe in FINAL_NFE]
             # solve() takes grid= since the sweep: ΠGDM on the EDM grid too, whatever its sweep rank
             plan += [(lib, "pigdm_edm", nfe, f"steps={nfe},grid=edm") for nfe in FINAL_NFE]
+            # SMC with the N samples as one particle cloud (came after the sweep), its twist spread set to the
+            # data's standard deviation
+            plan += [(lib, "smc_pop", nfe, f"steps={nfe},twist_std={data_std(d):.2f}") for nfe in FINAL_NFE]
     # the oracle: the exact posterior's own denoiser in the ancestral sampler on the EDM grid
     plan += [("oracle", "oracle", nfe, f"steps={nfe},grid=edm") for nfe in FINAL_NFE]
     return plan
+
+
+def data_std(d):
+    """The mixture prior's standard deviation per coordinate, sqrt(mean_i Var[x_i]) (the same for every d)."""
+    prior = grid_mixture(d)
+    w = prior.log_w.exp()[:, None]
+    var = (w * (prior.means**2 + prior.lam)).sum(0) - ((w * prior.means).sum(0)) ** 2
+    return float(var.mean().sqrt())
 
 
 def _parse_cfg(label):
@@ -126,6 +137,10 @@ def decisive_problem(d, d_y, plan, n, seeds, m_ref, log, n_floor=8):
                     res = sample_smc(model, p.operator, y, ts, particles=cfg["particles"],
                                      generator=torch.Generator().manual_seed(seed))
                     x, nfe = res.x, res.nfe * cfg["particles"]
+                elif lib == "invscore" and method == "smc_pop":
+                    res = solve(p.prior, p.operator, y, method="smc", population=True,
+                                generator=torch.Generator().manual_seed(seed), **cfg)
+                    x, nfe = res.x, res.nfe
                 elif lib == "invscore":  # pigdm_edm: solve's pigdm with grid='edm' (in the config)
                     res = solve(p.prior, p.operator, y, method=method.removesuffix("_edm"),
                                 generator=torch.Generator().manual_seed(seed), **cfg)

@@ -18,6 +18,12 @@ likelihood itself, so the weighted particles target p(x | y) at t_min whatever t
 (Del Moral 2004; Wu et al. 2023, TDS; Cardoso et al. 2024, MCGdiff): errors in mode weights that
 DPS-like heuristics make are corrected by resampling. Cost: K network evaluations per step and image,
 no backward pass.
+
+With ``population=True`` the B rows of y must be one measurement, and the B samples are one particle cloud
+(the use of MCGdiff's particles as the posterior approximation): one network evaluation per step and
+sample instead of K, and resampling moves particles between all B samples, which fixes mode weights far
+better than K particles per sample can. The price: the returned samples are a resampled cloud, not
+independent (they may repeat, and their mode proportions are correlated).
 """
 from __future__ import annotations
 
@@ -49,19 +55,31 @@ def _systematic(logw, generator):
 
 @torch.no_grad()
 def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshold: float = 0.5, twist_std: float = 1.0,
-               generator=None, callback=None, return_trajectory=False, return_particles=False) -> SampleResult:
+               population: bool = False, generator=None, callback=None, return_trajectory=False,
+               return_particles=False) -> SampleResult:
     """Draw one posterior sample per measurement in ``y`` (B, ...) with ``particles`` particles each.
 
     ``model``: a :class:`~invscore.priors.Diffusion`; ``op``: a real ``operators.SVDOperator``; ``ts``: a
     decreasing time grid. Resamples a group when its effective sample size falls below
     ``ess_threshold · K`` (decided on the device, no host sync). ``twist_std``: the spread σ_d of the
     data around its Tweedie estimate assumed by the twist, Var[x0 | x_t] ≈ r²σ_d²/(r² + σ_d²) (ΠGDM's
-    choice with σ_d = 1); it changes efficiency, not the target. With ``return_particles`` the result's
-    ``x`` holds all particles ``(B, K, ...)`` and the log-weights are in ``trajectory``'s last entry.
+    choice with σ_d = 1; the data's standard deviation is the natural value); it changes efficiency, not the
+    target. ``population``: the batch is one particle cloud for one measurement (see the module docstring;
+    ``particles`` is then unused and K = B). With ``return_particles`` the result's ``x`` holds all
+    particles ``(B, K, ...)`` and the log-weights are in ``trajectory``'s last entry.
     """
     require_svd(op, "smc")
     op.check_output(y)
+    if not float(twist_std) > 0:
+        raise ValueError(f"twist_std must be > 0, got {twist_std}")
     sde, B, K = model.sde, y.shape[0], int(particles)
+    if population:
+        # one host sync, before the loop
+        if not bool((y == y[:1]).all()):
+            raise ValueError("population=True makes the batch one particle cloud for one measurement, so every row "
+                             "of y must be the same measurement; got different rows. Use population=False (K "
+                             "particles per row) for different measurements.")
+        y, B, K = y[:1], 1, y.shape[0]
     if K < 1:
         raise ValueError(f"particles must be >= 1, got {particles}")
     shape = (B * K, *op.input_shape)
@@ -131,5 +149,7 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
     if return_particles:
         traj.append(lw)
         return SampleResult(x.view(B, K, *op.input_shape), nfe, traj)
+    if population:
+        return SampleResult(x[_systematic(lw, generator)[0]], nfe, traj)
     pick = torch.multinomial(torch.softmax(lw, 1), 1, generator=generator)[:, 0]
     return SampleResult(x.view(B, K, *op.input_shape)[torch.arange(B, device=x.device), pick], nfe, traj)

@@ -28,7 +28,7 @@ METHODS = {
 
 #: each method's options and their defaults
 _OPTIONS = {
-    "smc": {"particles": 16, "ess_threshold": 0.5},
+    "smc": {"particles": 16, "ess_threshold": 0.5, "twist_std": 1.0, "population": False},
     "mmps": {"cg_iters": 1, "weight": 1.0, "eta": 1.0},
     "pigdm": {"weight": 1.0, "eta": 1.0},
     "dps": {"zeta": 1.0},
@@ -66,7 +66,8 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
     ignored). ``sigma_y``: the noise level the method assumes (default: the operator's). ``grid``: the time
     grid, 'uniform' or 'edm' (Karras et al. 2022, eq. 5; default: the method's, in ``METHODS``). ``guidance``:
     extra terms, e.g. ``[ClassifierGuidance(clf, 3, gamma)]`` to inpaint *as* class 3. ``options`` go to
-    the method (defaults in ``_OPTIONS``): ``particles``, ``ess_threshold`` (smc); ``zeta`` (dps);
+    the method (defaults in ``_OPTIONS``): ``particles``, ``ess_threshold``, ``twist_std``, ``population``
+    (smc; ``population=True``: the batch is one particle cloud for one y, see ``sample_smc``); ``zeta`` (dps);
     ``eta``, ``eta_b`` (ddrm); ``weight``, ``eta`` (pigdm); ``cg_iters``, ``weight``, ``eta`` (mmps);
     ``corrector``, ``snr``, ``n_corrector`` (projection). The prior's sample shape must be the operator's
     input shape. Returns samples, NFE per image and wall time.
@@ -98,8 +99,10 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
                 raise ValueError("smc does not take extra guidance terms; use 'pigdm' or 'dps' with guidance")
             particles = int(options["particles"])
             res = sample_smc(model, operator, y, ts, sigma_y=sigma_y, particles=particles,
-                             ess_threshold=options["ess_threshold"], **kw)
-            res.nfe *= particles  # each network call evaluates K particles of every image
+                             ess_threshold=options["ess_threshold"], twist_std=options["twist_std"],
+                             population=bool(options["population"]), **kw)
+            if not options["population"]:
+                res.nfe *= particles  # each network call evaluates K particles of every image
         else:
             x = model.sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
             if method == "projection":
