@@ -48,11 +48,20 @@ def test_population_smc_matches_mixture_posterior(d, d_y):
     assert dist < max(3 * floor, 1.5 * oracle), f"d={d} d_y={d_y}: SW {dist:.3f}, floor {floor:.3f}, oracle {oracle:.3f}"
 
 
-def test_population_smc_needs_one_measurement():
+def test_population_smc_takes_groups_of_one_measurement():
+    """Clouds are runs of identical rows: two measurements x 3 samples give 6 samples, each cloud near its own
+    y; a batch that is not such groups is refused."""
     p = mixture_problem(8, 2, seed=10)
-    y = torch.cat([p.y, p.y + 1.0])
-    with pytest.raises(ValueError, match="same measurement"):
-        solve(p.prior, p.operator, y, method="smc", steps=2, population=True)
+    ys = torch.cat([p.y, p.y + 1.0]).repeat_interleave(3, 0)
+    res = solve(p.prior, p.operator, ys, method="smc", steps=20, population=True, twist_std=11.0,
+                generator=torch.Generator().manual_seed(0))
+    assert res.x.shape == (6, 8) and res.nfe == 20
+    fit = (p.operator(res.x) - ys).norm(dim=1)
+    swapped = (p.operator(res.x) - ys.flip(0)).norm(dim=1)
+    assert (fit < swapped).all(), (fit, swapped)
+    for bad in (torch.cat([p.y, p.y + 1.0]), torch.cat([p.y, p.y, p.y + 1.0])):
+        with pytest.raises(ValueError, match="groups of K >= 2"):
+            solve(p.prior, p.operator, bad, method="smc", steps=2, population=True)
     with pytest.raises(ValueError, match="twist_std"):
         solve(p.prior, p.operator, p.y, method="smc", steps=2, twist_std=0.0)
 

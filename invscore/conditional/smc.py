@@ -19,10 +19,10 @@ likelihood itself, so the weighted particles target p(x | y) at t_min whatever t
 DPS-like heuristics make are corrected by resampling. Cost: K network evaluations per step and image,
 no backward pass.
 
-With ``population=True`` the B rows of y must be one measurement, and the B samples are one particle cloud
-(the use of MCGdiff's particles as the posterior approximation): one network evaluation per step and
-sample instead of K, and resampling moves particles between all B samples, which fixes mode weights far
-better than K particles per sample can. The price: the returned samples are a resampled cloud, not
+With ``population=True`` each run of K identical consecutive rows of y (one measurement, K samples) is one
+particle cloud (the use of MCGdiff's particles as the posterior approximation): one network evaluation per
+step and sample instead of K per sample, and resampling moves particles between all K samples, which fixes
+mode weights far better than a few particles per sample can. The price: the returned samples are a resampled cloud, not
 independent (they may repeat, and their mode proportions are correlated).
 """
 from __future__ import annotations
@@ -53,6 +53,20 @@ def _systematic(logw, generator):
     return torch.searchsorted(cdf, u).clamp_max(K - 1)
 
 
+def _clouds(y):
+    """Split a batch into clouds of identical consecutive measurements, all of one size K (host syncs here,
+    once, before the loop); returns (one y per cloud, number of clouds, K)."""
+    B = y.shape[0]
+    same = (y[1:] == y[:-1]).flatten(1).all(1)
+    K = B if bool(same.all()) else int(torch.nonzero(~same)[0, 0]) + 1
+    if K < 2 or B % K or not bool((y.view(B // K, K, -1) == y.view(B // K, K, -1)[:, :1]).all()):
+        raise ValueError("population=True makes each run of identical consecutive rows of y one particle cloud, "
+                         "so the batch must be groups of K >= 2 copies of the same measurement (e.g. "
+                         "y.repeat_interleave(K, 0), or the CLI's samples=K); got a batch that is not. Use "
+                         "population=False (K particles per row) otherwise.")
+    return y[::K], B // K, K
+
+
 @torch.no_grad()
 def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshold: float = 0.5, twist_std: float = 1.0,
                population: bool = False, generator=None, callback=None, return_trajectory=False,
@@ -64,8 +78,8 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
     ``ess_threshold · K`` (decided on the device, no host sync). ``twist_std``: the spread σ_d of the
     data around its Tweedie estimate assumed by the twist, Var[x0 | x_t] ≈ r²σ_d²/(r² + σ_d²) (ΠGDM's
     choice with σ_d = 1; the data's standard deviation is the natural value); it changes efficiency, not the
-    target. ``population``: the batch is one particle cloud for one measurement (see the module docstring;
-    ``particles`` is then unused and K = B). With ``return_particles`` the result's ``x`` holds all
+    target. ``population``: each run of identical consecutive rows of y is one particle cloud (see the module
+    docstring; ``particles`` is then unused). With ``return_particles`` the result's ``x`` holds all
     particles ``(B, K, ...)`` and the log-weights are in ``trajectory``'s last entry.
     """
     require_svd(op, "smc")
@@ -74,12 +88,7 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
         raise ValueError(f"twist_std must be > 0, got {twist_std}")
     sde, B, K = model.sde, y.shape[0], int(particles)
     if population:
-        # one host sync, before the loop
-        if not bool((y == y[:1]).all()):
-            raise ValueError("population=True makes the batch one particle cloud for one measurement, so every row "
-                             "of y must be the same measurement; got different rows. Use population=False (K "
-                             "particles per row) for different measurements.")
-        y, B, K = y[:1], 1, y.shape[0]
+        y, B, K = _clouds(y)
     if K < 1:
         raise ValueError(f"particles must be >= 1, got {particles}")
     shape = (B * K, *op.input_shape)
@@ -150,6 +159,6 @@ def sample_smc(model, op, y, ts, particles: int = 16, sigma_y=None, ess_threshol
         traj.append(lw)
         return SampleResult(x.view(B, K, *op.input_shape), nfe, traj)
     if population:
-        return SampleResult(x[_systematic(lw, generator)[0]], nfe, traj)
+        return SampleResult(x[(_systematic(lw, generator) + offsets).reshape(-1)], nfe, traj)
     pick = torch.multinomial(torch.softmax(lw, 1), 1, generator=generator)[:, 0]
     return SampleResult(x.view(B, K, *op.input_shape)[torch.arange(B, device=x.device), pick], nfe, traj)
