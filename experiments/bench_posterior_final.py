@@ -355,9 +355,18 @@ FINAL_NOTES = [
     "cg_iters = d_y, which makes its conjugate-gradient solve exact; each step is one network evaluation "
     "and d_y + 1 backward passes. ΠGDM on the EDM time grid (`pigdm_edm`: `solve(..., grid='edm')`) "
     "was added the same way, on every problem.",
+    "`smc_pop` (added the same way, `--only smc_pop --merge`) is `solve(..., method='smc', population=True)`: "
+    "the N samples of the one y are one particle cloud, so each network evaluation moves one returned sample "
+    "and NFE = steps. Its samples are a resampled cloud, not independent: they can repeat (12 % and 21 % "
+    "duplicates at N = 2000, d=80 d_y=2, 50 and 100 steps) and their mode proportions are correlated. Its twist "
+    "spread `twist_std` is the prior's standard deviation per coordinate, sqrt(1 + 128) = 11.36.",
     "Where invscore's best run sits at the floor, the raw ratio cannot fall below floor / best deepinv: "
     "'target below floor' marks problems where 0.5 × best deepinv < floor. For d=80 d_y=4 a supplementary "
     "run at N = 2000 (`posterior_benchmark.d80_dy4_n2000.md`, ΠGDM and deepinv DPS at 500 NFE, the two "
     "best) halves the floor; d=8 d_y=1's floor (multimodal: SW of N samples falls like N^(-1/4)) stays "
-    "above the target at any N this script can afford.",
+    "above the target at any N this script can afford. For d=80 d_y=1 and d_y=2, supplementary runs at "
+    "N = 5000 (`posterior_benchmark.d80_dy1_n5000.md`, `posterior_benchmark.d80_dy2_n5000.md`: deepinv DPS "
+    "at every NFE of its plan from 20 (d_y=1) or 100 (d_y=2; 8.4 and 2.3 at 20 and 50 NFE with N = 500), "
+    "and invscore's best runs at ≤ 100 NFE) "
+    "bring the floor down by 2.5×.",
 ]

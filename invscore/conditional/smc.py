@@ -21,9 +21,9 @@ no backward pass.
 
 With ``population=True`` each run of K identical consecutive rows of y (one measurement, K samples) is one
 particle cloud (the use of MCGdiff's particles as the posterior approximation): one network evaluation per
-step and sample instead of K per sample, and resampling moves particles between all K samples, which fixes
-mode weights far better than a few particles per sample can. The price: the returned samples are a resampled cloud, not
-independent (they may repeat, and their mode proportions are correlated).
+step and sample instead of K per sample, and resampling moves particles between all K samples, which can
+correct mode weights that a few particles per sample cannot. The price: the returned samples are a
+resampled cloud, not independent (they may repeat, and their mode proportions are correlated).
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def _clouds(y):
     B = y.shape[0]
     same = (y[1:] == y[:-1]).flatten(1).all(1)
     K = B if bool(same.all()) else int(torch.nonzero(~same)[0, 0]) + 1
-    if K < 2 or B % K or not bool((y.view(B // K, K, -1) == y.view(B // K, K, -1)[:, :1]).all()):
+    grouped = y.reshape(B // K, K, -1) if B % K == 0 else None
+    if K < 2 or grouped is None or not bool((grouped == grouped[:, :1]).all()):
         raise ValueError("population=True makes each run of identical consecutive rows of y one particle cloud, "
                          "so the batch must be groups of K >= 2 copies of the same measurement (e.g. "
                          "y.repeat_interleave(K, 0), or the CLI's samples=K); got a batch that is not. Use "

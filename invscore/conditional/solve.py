@@ -67,7 +67,7 @@ def solve(prior, operator, y: torch.Tensor, method: str = "pigdm", steps: int | 
     grid, 'uniform' or 'edm' (Karras et al. 2022, eq. 5; default: the method's, in ``METHODS``). ``guidance``:
     extra terms, e.g. ``[ClassifierGuidance(clf, 3, gamma)]`` to inpaint *as* class 3. ``options`` go to
     the method (defaults in ``_OPTIONS``): ``particles``, ``ess_threshold``, ``twist_std``, ``population``
-    (smc; ``population=True``: the batch is one particle cloud for one y, see ``sample_smc``); ``zeta`` (dps);
+    (smc; ``population=True``: each run of identical rows of y is one particle cloud, see ``sample_smc``); ``zeta`` (dps);
     ``eta``, ``eta_b`` (ddrm); ``weight``, ``eta`` (pigdm); ``cg_iters``, ``weight``, ``eta`` (mmps);
     ``corrector``, ``snr``, ``n_corrector`` (projection). The prior's sample shape must be the operator's
     input shape. Returns samples, NFE per image and wall time.
