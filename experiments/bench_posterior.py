@@ -42,9 +42,11 @@ Two stages.
    3 seeds), sliced W2 against M = 20,000 exact posterior samples, repeated over seeds (mean +- s.d.).
    The floor is the same distance for N exact samples. SMC runs both at ``solve``'s uniform time grid and at
    the EDM grid (``smc_edm``: ``sample_smc`` on ``time_grid(sde, steps, 'edm')``). Added after the sweep,
-   on every problem: MMPS (cg_iters = d_y), ΠGDM on the EDM grid (``pigdm_edm``) and the *oracle* (the
-   exact posterior's own denoiser in the ancestral sampler on the EDM grid, at each NFE). Writes
-   ``posterior_benchmark.{csv,md,png}``.
+   on every problem: MMPS (cg_iters = d_y), ΠGDM on the EDM grid (``pigdm_edm``), population SMC
+   (``smc_pop``: the N samples are one particle cloud, NFE = steps, twist spread = the prior's std) and the
+   *oracle* (the exact posterior's own denoiser in the ancestral sampler on the EDM grid, at each NFE).
+   Writes ``posterior_benchmark.{csv,md,png}``; ``--n 5000 --tag TAG --dims 80 --dys 2 --only …`` writes a
+   supplementary table at a larger N, where the floor is lower.
 
 Verdict per problem (strict, as in the issue): take the best deepinv run (lowest mean SW, its NFE n_d); the
 goal is met if some invscore run reaches SW <= 0.5 x that with NFE <= n_d. Also reported: for the best

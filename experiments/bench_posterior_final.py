@@ -368,5 +368,5 @@ FINAL_NOTES = [
     "N = 5000 (`posterior_benchmark.d80_dy1_n5000.md`, `posterior_benchmark.d80_dy2_n5000.md`: deepinv DPS "
     "at every NFE of its plan from 20 (d_y=1) or 100 (d_y=2; 8.4 and 2.3 at 20 and 50 NFE with N = 500), "
     "and invscore's best runs at ≤ 100 NFE) "
-    "bring the floor down by 2.5×.",
+    "bring the floor down by 2.2–2.5×.",
 ]

@@ -194,7 +194,8 @@ def plot_grid(rows, path, series, refs, ylabel, title, xticks=None, fig_legend=F
     import matplotlib.pyplot as plt
     probs = sorted({(r["d"], r["d_y"]) for r in rows})
     ds, dys = sorted({d for d, _ in probs}), sorted({dy for _, dy in probs})
-    fig, axes = plt.subplots(len(ds), len(dys), figsize=(4.2 * len(dys), 3.6 * len(ds)), squeeze=False)
+    # at least two panels wide, so the title and the figure legend fit a one-problem table
+    fig, axes = plt.subplots(len(ds), len(dys), figsize=(4.2 * max(len(dys), 2), 3.6 * len(ds)), squeeze=False)
     methods = sorted({(r["library"], r["method"]) for r in rows}, key=lambda m: (m[0] != "invscore", m[1]))
     drawn = [m for m in methods if m[0] != "oracle"]
     colors = plt.get_cmap("tab10" if len(drawn) <= 10 else "tab20").colors
