@@ -17,7 +17,8 @@ __all__ = ["solve", "SolveResult", "METHODS"]
 
 #: method -> (one-line description, default steps, grid)
 METHODS = {
-    "smc": ("SMC with an exact Gaussian twist: asymptotically exact (SVD operators)", 50, "uniform"),
+    "smc": ("SMC with Gaussian twists, asymptotically exact; population=True: one cloud per y (SVD operators)", 50,
+            "uniform"),
     "mmps": ("MMPS: moment-matched Gaussian p(x0|x_t) with Tweedie's covariance, CG (linear operators)", 20, "edm"),
     "pigdm": ("ΠGDM: pseudoinverse guidance, one VJP per step (linear operators)", 50, "uniform"),
     "dps": ("DPS: gradient of ‖y − A(x̂0)‖ through the prior (any differentiable operator)", 100, "uniform"),
