@@ -137,13 +137,10 @@ def decisive_problem(d, d_y, plan, n, seeds, m_ref, log, n_floor=8):
                     res = sample_smc(model, p.operator, y, ts, particles=cfg["particles"],
                                      generator=torch.Generator().manual_seed(seed))
                     x, nfe = res.x, res.nfe * cfg["particles"]
-                elif lib == "invscore" and method == "smc_pop":
-                    res = solve(p.prior, p.operator, y, method="smc", population=True,
-                                generator=torch.Generator().manual_seed(seed), **cfg)
-                    x, nfe = res.x, res.nfe
-                elif lib == "invscore":  # pigdm_edm: solve's pigdm with grid='edm' (in the config)
-                    res = solve(p.prior, p.operator, y, method=method.removesuffix("_edm"),
-                                generator=torch.Generator().manual_seed(seed), **cfg)
+                elif lib == "invscore":  # pigdm_edm: grid='edm' is in the config; smc_pop: smc with population
+                    extra = {"population": True} if method == "smc_pop" else {}
+                    res = solve(p.prior, p.operator, y, method="smc" if extra else method.removesuffix("_edm"),
+                                generator=torch.Generator().manual_seed(seed), **cfg, **extra)
                     x, nfe = res.x, res.nfe
                 else:
                     den.calls = 0

@@ -9,9 +9,8 @@ import torch
 import operators
 from invscore.checkpoint import load_denoiser
 from invscore.conditional import METHODS, solve
-from invscore.priors import CallablePrior
+from invscore.priors import CallablePrior, Diffusion
 from invscore.samplers import sample
-from invscore.priors import Diffusion
 from invscore.sde import VPSDE
 from invscore.testing import mixture_problem
 
@@ -27,7 +26,6 @@ def _syncs(fn):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             out = fn()
-            torch.cuda.set_sync_debug_mode(0)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     return out, sum("synchroniz" in str(w.message) for w in caught)

@@ -59,8 +59,7 @@ def _clouds(y):
     B = y.shape[0]
     same = (y[1:] == y[:-1]).flatten(1).all(1)
     K = B if bool(same.all()) else int(torch.nonzero(~same)[0, 0]) + 1
-    grouped = y.reshape(B // K, K, -1) if B % K == 0 else None
-    if K < 2 or grouped is None or not bool((grouped == grouped[:, :1]).all()):
+    if K < 2 or B % K or not bool((y.reshape(B // K, K, -1) == y[::K].reshape(B // K, 1, -1)).all()):
         raise ValueError("population=True makes each run of identical consecutive rows of y one particle cloud, "
                          "so the batch must be groups of K >= 2 copies of the same measurement (e.g. "
                          "y.repeat_interleave(K, 0), or the CLI's samples=K); got a batch that is not. Use "
