@@ -8,6 +8,8 @@ samplers calling them inside a loop pay nothing for it.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Sequence
 
 import torch
@@ -93,6 +95,19 @@ class Operator(nn.Module):
     def sigma_y(self) -> float:
         """Gaussian measurement-noise standard deviation (0.0 when noise-free or non-Gaussian)."""
         return self.noise.sigma
+
+    def noise_std(self, override: float | None = None) -> float:
+        """The σ_y a posterior method assumes: the noise model's (:attr:`sigma_y`, its one home) unless
+        ``override`` is given, which must be a finite number >= 0."""
+        if override is None:
+            return self.sigma_y
+        try:
+            sigma = float(override)
+        except (TypeError, ValueError):
+            raise TypeError(f"sigma_y must be a number >= 0 or None (the operator's own), got {override!r}") from None
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise ValueError(f"sigma_y must be >= 0 and finite, or None (the operator's own), got {override}")
+        return sigma
 
     def measure(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw y = A(x) + n with the operator's noise model and an explicit generator."""

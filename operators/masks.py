@@ -6,6 +6,7 @@ The measurement keeps the image shape, with zeros at missing pixels.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -77,10 +78,17 @@ class Mask(SVDOperator):
         return float(self.mask.mean())
 
 
-def center_box_mask(img_size, box: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """Mask (1, H, W) with a missing box at the centre; default box is half the side (H/2 × W/2)."""
+def center_box_mask(img_size, box: int | tuple[int, int] | None = None, ratio: float = 0.25) -> torch.Tensor:
+    """Mask (1, H, W) with a missing box at the centre: ``box`` (side, or (height, width)) if given, else
+    the box whose area is the fraction ``ratio`` of the image, sides round(√ratio · H) × round(√ratio · W)
+    (the default 0.25 is half the side, DPS's 128² box in a 256² image)."""
     _, h, w = _img_size(img_size)
-    bh, bw = (h // 2, w // 2) if box is None else ((box, box) if isinstance(box, int) else tuple(box))
+    if box is None:
+        if not 0.0 < float(ratio) < 1.0:
+            raise ValueError(f"the centre box's area ratio must be in (0, 1), got {ratio}")
+        bh, bw = (max(1, round(math.sqrt(float(ratio)) * n)) for n in (h, w))
+    else:
+        bh, bw = (box, box) if isinstance(box, int) else tuple(box)
     return box_mask(img_size, (h - bh) // 2, (w - bw) // 2, bh, bw)
 
 
@@ -133,7 +141,8 @@ def mask_from_file(path, img_size=None, threshold: float = 0.5, invert: bool = F
 
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"mask_from_file: expected an existing image file, got {str(path)!r}")
+        raise ValueError(f"mask file {str(path)!r} does not exist; expected an image file (bright = observed, "
+                         "dark = missing)")
     img = Image.open(path).convert("L")
     if img_size is not None:
         _, h, w = _img_size(img_size)

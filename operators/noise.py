@@ -56,7 +56,7 @@ class GaussianNoise(NoiseModel):
         super().__init__()
         sigma = float(sigma)
         if not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"GaussianNoise: expected sigma >= 0, got {sigma}")
+            raise ValueError(f"the Gaussian noise std sigma_y must be a finite number >= 0, got {sigma}")
         self._sigma = sigma
 
     @property
@@ -105,5 +105,5 @@ def as_noise(noise: NoiseModel | float | None) -> NoiseModel:
     if isinstance(noise, NoiseModel):
         return noise
     if isinstance(noise, (int, float)):
-        return GaussianNoise(noise) if noise > 0 else NoNoise()
+        return NoNoise() if noise == 0 else GaussianNoise(noise)  # GaussianNoise refuses < 0 and NaN
     raise TypeError(f"expected a NoiseModel, a float sigma_y or None, got {type(noise).__name__}")

@@ -6,6 +6,7 @@ from the DPS/DDRM papers where they fit the image size.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -18,7 +19,7 @@ from .kernels import gaussian_kernel, motion_kernel
 from .masks import Mask, box_mask, center_box_mask, half_mask, mask_from_file, random_mask
 from .resize import AvgPool, Bicubic
 
-__all__ = ["make", "available", "register"]
+__all__ = ["make", "available", "register", "defaults"]
 
 _REGISTRY: dict[str, Callable[..., Operator]] = {}
 DEFAULT_SIZE = (3, 64, 64)
@@ -39,6 +40,14 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def defaults(name: str) -> dict:
+    """The keyword defaults of operator ``name``'s parameters (their one home), e.g. for help texts."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown operator {name!r}; expected one of: {', '.join(available())}")
+    params = inspect.signature(_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def make(name: str, **kwargs) -> Operator:
     """Build the operator registered as ``name`` (see ``available()``) with keyword parameters."""
     if name not in _REGISTRY:
@@ -56,8 +65,8 @@ def _odd_at_most(size: int, limit: int) -> int:
 
 
 @register("inpaint_center")
-def _inpaint_center(img_size=DEFAULT_SIZE, box=None, per_channel=False, noise=None, dtype=None):
-    return Mask(center_box_mask(img_size, box), img_size[0], noise, dtype)
+def _inpaint_center(img_size=DEFAULT_SIZE, ratio=0.25, box=None, noise=None, dtype=None):
+    return Mask(center_box_mask(img_size, box, ratio), img_size[0], noise, dtype)
 
 
 @register("inpaint_box")

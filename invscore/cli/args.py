@@ -49,6 +49,22 @@ def _quote(value) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _default(operator: str, param: str):
+    import operators  # the operator owns its parameters' defaults
+    return operators.defaults(operator)[param]
+
+
+def _config_default(key: str):
+    from omegaconf import OmegaConf
+    from .compose import config_dir
+    return OmegaConf.load(config_dir() / "config.yaml")[key]
+
+
+def _methods() -> list[str]:
+    from ..conditional import METHODS  # the registry, so a registered method shows up here too
+    return list(METHODS)
+
+
 def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g = p.add_argument_group("common")
     g.add_argument("--prior", help="shipped prior name or a .safetensors checkpoint path "
@@ -60,11 +76,13 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--n", "--num-images", dest="n", type=int,
                    help="number of images (generate: samples); default 4 (evaluate: 32). Under torchrun write "
                         "--num-images: torchrun's own parser rejects --n as an ambiguous abbreviation")
-    g.add_argument("--method", help="posterior method (mmps, pigdm, ddrm, dps, projection, smc; default pigdm)"
+    g.add_argument("--method", help=f"posterior method ({', '.join(_methods())}; default pigdm; "
+                                    "`list methods` shows each one's cost and options)"
                    if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
     g.add_argument("--steps", type=int, help="sampling steps (default: the method's fast default)")
     if not generate:
-        g.add_argument("--sigma-y", type=float, help="measurement noise std in [-1, 1] units (default 0.05)")
+        g.add_argument("--sigma-y", type=float, help="measurement noise std in [-1, 1] units, the operator's "
+                                                     f"Gaussian noise (default {_config_default('sigma_y')})")
         g.add_argument("--samples", type=int, help="posterior samples per image (default 1)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--device", help="auto (cuda when present), cpu, cuda, cuda:1 ...")
@@ -100,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--task", help=f"the inverse task: {', '.join(INVERSE)} (default inpaint)")
         if verb in ("inpaint", "evaluate"):
             p.add_argument("--mask", help="center (default), box, random, half, or a mask image FILE (bright = observed)")
-            p.add_argument("--ratio", type=float, help="missing fraction: random pixels (default 0.7) or centre-box area (0.25)")
+            p.add_argument("--ratio", type=float, help="missing fraction: random pixels (default "
+                           f"{_default('inpaint_random', 'missing_ratio')}) or centre-box area "
+                           f"({_default('inpaint_center', 'ratio')})")
         if verb in ("deblur", "evaluate"):
             p.add_argument("--kernel", help="gaussian (default) or motion")
             p.add_argument("--blur-sigma", type=float, help="Gaussian kernel std in pixels (default 1.5)")
@@ -127,10 +147,8 @@ def _mask(args, out: list[str]) -> None:
             out.append(f"operator={MASKS[mask]}")
         else:
             p = Path(mask)
-            if not p.suffix and not p.exists():
+            if not p.suffix and not p.exists():  # a word, not a file name: a mistyped mask name
                 raise CLIError(f"unknown mask {mask!r}; expected one of {', '.join(MASKS)} or the path of a mask image")
-            if not p.is_file():
-                raise CLIError(f"mask file {mask!r} does not exist; --mask takes {', '.join(MASKS)} or a mask image")
             out += ["operator=inpaint_file", f"operator.path={_quote(p.resolve())}"]
     if args.ratio is not None:
         kind = mask or "center"

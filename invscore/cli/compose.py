@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .args import CLIError, override_key
 
-__all__ = ["config_dir", "group_options", "merge_overrides", "expand_sweep", "compose_config"]
+__all__ = ["config_dir", "group_options", "merge_overrides", "expand_sweep", "compose_config", "method_configs",
+           "store_method_configs"]
 
 
 def config_dir() -> Path:
@@ -27,6 +28,22 @@ def config_dir() -> Path:
 def group_options(group: str) -> list[str]:
     """Names of the files of one config group (e.g. 'prior' → ['emoji', 'fashion_mnist'])."""
     return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def method_configs() -> dict[str, dict]:
+    """The ``method`` config group, generated from the method registry (one home for a method's defaults):
+    ``name``, ``steps``, ``grid`` and every option with its default, so ``method.options.cg_iters=2`` works."""
+    from ..conditional import METHODS
+    return {name: {"name": name, "steps": m.steps, "grid": m.grid, "options": dict(m.defaults)}
+            for name, m in METHODS.items()}
+
+
+def store_method_configs() -> None:
+    """Put :func:`method_configs` into Hydra's ConfigStore as the ``method`` group (before composing)."""
+    from hydra.core.config_store import ConfigStore
+    cs = ConfigStore.instance()
+    for name, node in method_configs().items():
+        cs.store(group="method", name=name, node=node)
 
 
 def merge_overrides(*lists: list[str]) -> list[str]:
@@ -79,6 +96,7 @@ def compose_config(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+    store_method_configs()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)

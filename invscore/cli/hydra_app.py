@@ -11,7 +11,7 @@ import sys
 
 import hydra
 
-from .compose import config_dir
+from .compose import config_dir, store_method_configs
 
 
 def run(cfg) -> float | None:
@@ -27,6 +27,7 @@ def run(cfg) -> float | None:
     return (summary.get("metrics") or {}).get("psnr")
 
 
+store_method_configs()  # the method group comes from the registry, not from files
 app = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(run)
 
 if __name__ == "__main__":

@@ -13,22 +13,17 @@ from ..sde import bcast
 from ..utils import per_sample
 from .guided import Term
 
-__all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "MMPS", "require_svd", "SVD_METHODS", "ANY_METHODS"]
-
-#: methods that need an operator with an SVD, and those that do not (dps: any differentiable A; pigdm and
-#: mmps: a linear one)
-SVD_METHODS = ("projection", "ddrm", "smc")
-ANY_METHODS = ("dps", "pigdm", "mmps")
+__all__ = ["Projection", "DDRMCorrection", "DPS", "PiGDM", "MMPS", "require_svd"]
 
 
 def require_svd(op, method: str):
-    """Raise a TypeError naming the methods that do work when ``method`` needs an SVD operator."""
+    """Raise a TypeError naming the methods that take ``op`` when ``method`` needs an SVD operator."""
     from operators import SVDOperator
     if not isinstance(op, SVDOperator):
+        from .methods import methods_for  # the registry knows which methods take which operators
         raise TypeError(f"method {method!r} needs an operator with an SVD (operators.SVDOperator: masks, "
                         f"grayscale, average-pool SR, FFT blur, dense); got {type(op).__name__}. "
-                        f"Methods that need no SVD: {', '.join(ANY_METHODS)} (dps: any differentiable operator; "
-                        "pigdm, mmps: linear ones)")
+                        f"Methods that take it: {', '.join(methods_for(op)) or 'none'}")
 
 
 def _spectral_noise(op, x, generator):
@@ -187,7 +182,7 @@ class PiGDM(Term):
         _require_linear(op, "ΠGDM")
         op.check_output(y)
         self.op, self.y, self.weight = op, y, float(weight)
-        self.sigma_y = float(op.sigma_y if sigma_y is None else sigma_y)
+        self.sigma_y = op.noise_std(sigma_y)
 
     def _inv(self, v, r2):
         from operators import SVDOperator, conjugate_gradient
@@ -233,7 +228,7 @@ class MMPS(Term):
         if int(cg_iters) < 1:
             raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
         self.op, self.y, self.weight, self.cg_iters = op, y, float(weight), int(cg_iters)
-        self.sigma_y = float(op.sigma_y if sigma_y is None else sigma_y)
+        self.sigma_y = op.noise_std(sigma_y)
 
     def score(self, x, t, x0, model):
         sde = model.sde

@@ -1,0 +1,241 @@
+"""Posterior methods as declared objects in one registry, the way operators register (``operators.register``).
+
+A :class:`Method` states its facts once — name, one-line description, default steps and time grid, its
+options with their defaults, what it needs of the operator, its cost per step — and how it runs: the
+conditional terms it adds around an unchanged sampler (:meth:`Method.terms`) and which sampler loop
+(:meth:`Method.sample`). :func:`~invscore.conditional.solve` looks a method up, checks it, runs it; the
+CLI, ``list methods``, the Hydra method configs and the experiments read the same registry.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..samplers import sample_ddim, sample_pc
+from .guided import Guided
+from .measurement import DDRMCorrection, DPS, MMPS, PiGDM, Projection
+from .smc import sample_smc
+
+__all__ = ["Method", "Cost", "METHODS", "register_method", "get_method", "methods_for", "NEEDS"]
+
+#: what a method can need of the operator, and the operator class that provides it
+NEEDS = {"any": "Operator", "linear": "LinearOperator", "svd": "SVDOperator"}
+_NEEDS_TEXT = {"any": "any differentiable operator", "linear": "a linear operator",
+               "svd": "an operator with an SVD (masks, grayscale, average-pool SR, FFT blur, dense)"}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Network evaluations (``nfe``) and backward passes (``vjp``) per step and image."""
+
+    nfe: int
+    vjp: int = 0
+
+
+class Method:
+    """A posterior sampling method for ``y = A(x) + n`` around a frozen prior.
+
+    Subclasses set the class attributes and implement :meth:`terms` and :meth:`sample` (or override
+    :meth:`run` for a loop of their own, as SMC does). An instance holds validated options:
+    ``Method(**options)`` accepts exactly the keys of ``defaults``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    needs: ClassVar[str] = "any"  # 'any' (differentiable), 'linear' or 'svd'
+    steps: ClassVar[int] = 50
+    grid: ClassVar[str] = "uniform"  # 'uniform' (Song et al. 2021) or 'edm' (Karras et al. 2022, eq. 5)
+    defaults: ClassVar[dict] = {}
+    nfe_per_step: ClassVar[int] = 1
+    vjp_per_step: ClassVar[int] = 0
+    takes_guidance: ClassVar[bool] = True
+
+    def __init__(self, **options):
+        unknown = sorted(set(options) - set(self.defaults))
+        if unknown:
+            raise ValueError(f"method {self.name!r} does not take {unknown}; its options are "
+                             f"{sorted(self.defaults) or 'none'}")
+        self.options = {**self.defaults, **options}
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
+
+    # --- facts ---------------------------------------------------------------------------------------
+    def cost(self) -> Cost:
+        """Network evaluations and backward passes per step and image (may depend on the options)."""
+        return Cost(self.nfe_per_step, self.vjp_per_step)
+
+    def nfe(self, steps: int | None = None) -> int:
+        """Network evaluations per image for ``steps`` steps (default: the method's)."""
+        return self.cost().nfe * int(self.steps if steps is None else steps)
+
+    def check(self, operator) -> None:
+        """Raise a one-line TypeError when ``operator`` lacks what the method needs, naming methods that fit."""
+        import operators
+        if self.needs not in NEEDS:
+            raise ValueError(f"method {self.name!r} declares needs={self.needs!r}; expected one of {sorted(NEEDS)}")
+        if not isinstance(operator, getattr(operators, NEEDS[self.needs])):
+            fits = methods_for(operator)
+            hint = f"{', '.join(fits)} (e.g. method={fits[0]!r})" if fits else "none"
+            raise TypeError(f"method {self.name!r} needs {_NEEDS_TEXT[self.needs]}; got {type(operator).__name__}. "
+                            f"Methods that take it: {hint}")
+
+    # --- how it runs ---------------------------------------------------------------------------------
+    def terms(self, op, y, sigma_y: float) -> list:
+        """The conditional terms (:class:`~invscore.conditional.Term`) for measurement ``y``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement terms(op, y, sigma_y) or run(...)")
+
+    def sample(self, model, x, ts, **kw):
+        """Run the sampler loop on the guided ``model`` from ``x`` over the grid ``ts``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample(model, x, ts, **kw) or run(...)")
+
+    def run(self, model, op, y, ts, sigma_y: float, guidance=(), generator=None, **kw):
+        """Start at the SDE's prior, wrap ``model`` with the method's terms and any guidance, sample."""
+        shape = (y.shape[0], *op.input_shape)
+        x = model.sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
+        guided = Guided(model, [*self.terms(op, y, sigma_y), *guidance])
+        return self.sample(guided, x, ts, generator=generator, **kw)
+
+
+#: the registry: method name -> Method subclass
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a :class:`Method` subclass to :data:`METHODS` under ``cls.name`` (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"register_method takes a Method subclass, got {cls!r}")
+    if not cls.name or not cls.name.isidentifier():
+        raise ValueError(f"a method needs a name that is an identifier, got {cls.name!r}")
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"method {cls.name!r} is already registered ({METHODS[cls.name].__name__})")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(method, **options) -> Method:
+    """A Method instance from a registered name (with ``options``) or an instance (options must be empty)."""
+    if isinstance(method, Method):
+        if options:
+            raise ValueError(f"options {sorted(options)} go to the Method object itself: {type(method).__name__}(...)")
+        return method
+    if isinstance(method, type) and issubclass(method, Method):
+        return method(**options)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)} or a Method object")
+    return METHODS[method](**options)
+
+
+def methods_for(operator) -> list[str]:
+    """Names of the registered methods that take ``operator``."""
+    import operators
+    return [n for n, m in METHODS.items() if isinstance(operator, getattr(operators, NEEDS.get(m.needs, "Operator")))]
+
+
+# --- the built-in methods ------------------------------------------------------------------------------
+@register_method
+class ProjectionMethod(Method):
+    """Song et al. 2021 imputation/colorization (App. I): predictor–corrector sampling with the measured
+    spectral coordinates replaced by the diffused measurement after every move (:class:`Projection`)."""
+
+    name, needs, steps = "projection", "svd", 100
+    description = "Song et al. imputation: predictor–corrector + projection (SVD operators)"
+    defaults = {"corrector": "langevin", "snr": 0.16, "n_corrector": 1}
+
+    def cost(self) -> Cost:
+        return Cost(1 + (int(self.options["n_corrector"]) if self.options["corrector"] != "none" else 0))
+
+    def terms(self, op, y, sigma_y):
+        return [Projection(op, y, sigma_y)]
+
+    def sample(self, model, x, ts, **kw):
+        return sample_pc(model, x, ts, predictor="reverse_diffusion", **self.options, **kw)
+
+
+@register_method
+class DDRMMethod(Method):
+    """DDRM (Kawar et al. 2022, eq. 7–8) as a correction after a DDIM(η) step (:class:`DDRMCorrection`)."""
+
+    name, needs, steps = "ddrm", "svd", 50
+    description = "DDRM: spectral DDIM with eta, eta_b (SVD operators)"
+    defaults = {"eta": 0.85, "eta_b": 1.0}
+
+    def terms(self, op, y, sigma_y):
+        return [DDRMCorrection(op, y, sigma_y, eta=self.options["eta"], eta_b=self.options["eta_b"])]
+
+    def sample(self, model, x, ts, **kw):
+        return sample_ddim(model, x, ts, eta=self.options["eta"], **kw)
+
+
+@register_method
+class DPSMethod(Method):
+    """DPS (Chung et al. 2023, Algorithm 1): ∇‖y − A(x̂0)‖² with ζ_i = ζ'/‖y − A(x̂0)‖ after an ancestral step."""
+
+    name, needs, steps, vjp_per_step = "dps", "any", 100, 1
+    description = "DPS: gradient of ‖y − A(x̂0)‖ through the prior (any differentiable operator)"
+    defaults = {"zeta": 1.0}
+
+    def terms(self, op, y, sigma_y):
+        return [DPS(op, y, zeta=self.options["zeta"])]
+
+    def sample(self, model, x, ts, **kw):
+        # the last state, not the predictor's mean: it carries DPS's last gradient correction
+        return sample_pc(model, x, ts, predictor="ancestral", corrector="none", return_mean=False, **kw)
+
+
+class _DDIMGuided(Method):
+    """A score term inside DDIM(η) (Song, Meng & Ermon 2021, eq. 12)."""
+
+    def sample(self, model, x, ts, **kw):
+        return sample_ddim(model, x, ts, eta=self.options["eta"], **kw)
+
+
+@register_method
+class PiGDMMethod(_DDIMGuided):
+    """ΠGDM (Song, Vahdat, Mardani & Kautz 2023, eq. 7–8) inside DDIM(η): one VJP per step (:class:`PiGDM`)."""
+
+    name, needs, steps, vjp_per_step = "pigdm", "linear", 50, 1
+    description = "ΠGDM: pseudoinverse guidance, one VJP per step (linear operators)"
+    defaults = {"weight": 1.0, "eta": 1.0}
+
+    def terms(self, op, y, sigma_y):
+        return [PiGDM(op, y, sigma_y, weight=self.options["weight"])]
+
+
+@register_method
+class MMPSMethod(_DDIMGuided):
+    """MMPS (Rozet et al. 2024, Sec. 3) inside DDIM(η) on the EDM grid: Tweedie's covariance solved by
+    ``cg_iters`` conjugate-gradient steps (:class:`MMPS`)."""
+
+    name, needs, steps, grid = "mmps", "linear", 20, "edm"
+    description = "MMPS: moment-matched Gaussian p(x0|x_t) with Tweedie's covariance, CG (linear operators)"
+    defaults = {"cg_iters": 1, "weight": 1.0, "eta": 1.0}
+
+    def cost(self) -> Cost:
+        return Cost(1, int(self.options["cg_iters"]) + 1)
+
+    def terms(self, op, y, sigma_y):
+        return [MMPS(op, y, sigma_y, cg_iters=self.options["cg_iters"], weight=self.options["weight"])]
+
+
+@register_method
+class SMCMethod(Method):
+    """Twisted sequential Monte Carlo (see :func:`~invscore.conditional.sample_smc`): K particles per image,
+    or with ``population=True`` the K samples of one measurement as one particle cloud."""
+
+    name, needs, steps, takes_guidance = "smc", "svd", 50, False
+    description = "SMC with Gaussian twists, asymptotically exact; population=True: one cloud per y (SVD operators)"
+    defaults = {"particles": 16, "ess_threshold": 0.5, "twist_std": 1.0, "population": False}
+
+    def cost(self) -> Cost:
+        return Cost(1 if self.options["population"] else int(self.options["particles"]))
+
+    def run(self, model, op, y, ts, sigma_y, guidance=(), generator=None, **kw):
+        o = self.options
+        res = sample_smc(model, op, y, ts, sigma_y=sigma_y, particles=int(o["particles"]),
+                         ess_threshold=o["ess_threshold"], twist_std=o["twist_std"], population=bool(o["population"]),
+                         generator=generator, **kw)
+        if not o["population"]:
+            res.nfe *= int(o["particles"])  # each network call evaluates K particles of every image
+        return res

@@ -1,0 +1,110 @@
+"""The method registry: every method's declared facts hold when it runs, a user's method works without a
+library edit, the CLI's method configs come from the registry, and misuse gets a one-line answer."""
+import pytest
+import torch
+
+import operators
+from invscore.conditional import DPS, METHODS, Cost, Method, get_method, methods_for, register_method, solve
+from invscore.priors import StationaryGaussian
+from invscore.samplers import sample_pc
+
+
+def _problem():
+    prior = StationaryGaussian.radial((1, 8, 8), corner=0.3, dtype=torch.float32)
+    op = operators.make("inpaint_center", img_size=(1, 8, 8), noise=0.05)
+    y = op.measure(prior.sample(2, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
+    return prior, op, y
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("options", [{}, "cheap"])
+def test_declared_cost_is_the_counted_cost(name, options):
+    """A method's declared NFE per step and image, times the steps, is what solve counts, with its defaults and
+    with options that change the cost (fewer particles, no corrector, more CG iterations)."""
+    cheap = {"smc": {"particles": 3}, "projection": {"corrector": "none"}, "mmps": {"cg_iters": 3}}
+    opts = cheap.get(name, {}) if options == "cheap" else {}
+    prior, op, y = _problem()
+    m = get_method(name, **opts)
+    res = solve(prior, op, y, method=m, steps=4, generator=torch.Generator().manual_seed(2))
+    assert res.nfe == m.nfe(4) == 4 * m.cost().nfe and res.method == name
+    assert m.check(op) is None and name in methods_for(op)
+
+
+def test_every_registered_method_declares_valid_facts():
+    for name, cls in METHODS.items():
+        m = cls()
+        assert m.name == name and m.description and m.needs in ("any", "linear", "svd")
+        assert m.grid in ("uniform", "edm") and m.steps >= 1 and isinstance(m.cost(), Cost)
+        assert set(m.options) == set(cls.defaults)
+
+
+class HalfDPS(Method):
+    """DPS (Chung et al. 2023) with a smaller default step; a user's method written outside the library."""
+
+    name, description, needs, steps, vjp_per_step = "half_dps_test", "DPS with zeta' = 0.5", "any", 6, 1
+    defaults = {"zeta": 0.5}
+
+    def terms(self, op, y, sigma_y):
+        return [DPS(op, y, zeta=self.options["zeta"])]
+
+    def sample(self, model, x, ts, **kw):
+        return sample_pc(model, x, ts, predictor="ancestral", corrector="none", return_mean=False, **kw)
+
+
+def test_user_method_as_object_and_registered_equals_builtin():
+    """A user's Method subclass runs through solve as an object and, once registered, by name; with the
+    built-in DPS's sampler and terms it gives the built-in DPS's samples bit for bit."""
+    prior, op, y = _problem()
+    run = lambda method, **kw: solve(prior, op, y, method=method, steps=6, generator=torch.Generator().manual_seed(3),  # noqa: E731
+                                     **kw)
+    ours = run(HalfDPS(zeta=0.5))
+    builtin = run("dps", zeta=0.5)
+    assert ours.nfe == 6 and torch.equal(ours.x, builtin.x)
+    try:
+        register_method(HalfDPS)
+        assert torch.equal(run("half_dps_test").x, ours.x)
+        from invscore.cli.compose import method_configs
+        assert method_configs()["half_dps_test"] == {"name": "half_dps_test", "steps": 6, "grid": "uniform",
+                                                     "options": {"zeta": 0.5}}
+    finally:
+        METHODS.pop("half_dps_test", None)
+
+
+def test_cli_method_configs_come_from_the_registry():
+    from invscore.cli.compose import compose_config
+    cfg = compose_config(["method=mmps", "method.options.cg_iters=3"])
+    assert cfg.method.name == "mmps" and cfg.steps == METHODS["mmps"].steps and cfg.method.grid == "edm"
+    assert dict(cfg.method.options) == {**METHODS["mmps"].defaults, "cg_iters": 3}
+
+
+def test_misuse_gets_one_line_errors():
+    prior, op, y = _problem()
+    with pytest.raises(ValueError, match=r"'ddrm' does not take \['zeta'\]; its options are \['eta', 'eta_b'\]"):
+        solve(prior, op, y, method="ddrm", zeta=1.0)
+    with pytest.raises(ValueError, match="go to the Method object itself"):
+        solve(prior, op, y, method=HalfDPS(), zeta=1.0)
+    with pytest.raises(ValueError, match="unknown method 'nope'.*or a Method object"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(type("Other", (HalfDPS,), {"name": "dps"}))
+    with pytest.raises(TypeError, match="Method subclass"):
+        register_method(object)
+    with pytest.raises(ValueError, match="smc does not take extra guidance"):
+        solve(prior, op, y, method="smc", guidance=[DPS(op, y)])
+    bent = operators.FunctionOperator(torch.tanh, input_shape=(1, 8, 8))
+    with pytest.raises(TypeError, match=r"'smc' needs an operator with an SVD.*Methods that take it: dps"):
+        solve(prior, bent, bent(y), method="smc")
+
+
+def test_sigma_y_has_one_home_and_the_argument_overrides_it():
+    """The operator's noise model is σ_y's home; solve's sigma_y only overrides it, validated once."""
+    prior, op, y = _problem()
+    run = lambda **kw: solve(prior, op, y, method="pigdm", steps=3,  # noqa: E731
+                             generator=torch.Generator().manual_seed(4), **kw).x
+    assert torch.equal(run(), run(sigma_y=0.05))
+    assert not torch.equal(run(), run(sigma_y=0.5))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="sigma_y must be >= 0"):
+            run(sigma_y=bad)
+    with pytest.raises(ValueError, match="sigma_y must be a finite number >= 0"):
+        operators.make("inpaint_center", img_size=(1, 8, 8), noise=-1.0)
