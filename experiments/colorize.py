@@ -25,7 +25,6 @@ Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/colorize.py [--prior emoji] [-
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -33,16 +32,15 @@ from pathlib import Path
 
 import torch
 
-from inverse_common import (RESULTS, SMC_PARTICLES, SpectralPhysics, UnitDenoiser,
-                            cfg_label, image_metrics, run_deepinv, run_invscore, save_grid, summarize,
-                            to_unit_measurement, tune_deepinv)
-
-import operators  # noqa: E402  (after inverse_common put the repository on sys.path)
-from invscore.checkpoint import load_denoiser, read_card  # noqa: E402
-from invscore.conditional.solve import METHODS  # noqa: E402
-from invscore.data import load  # noqa: E402
-from invscore.metrics import colorfulness  # noqa: E402
-from invscore.priors import CallablePrior  # noqa: E402
+import operators
+from inverse_common import (RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics, run_deepinv,
+                            run_invscore, save_grid, tune_deepinv)
+from invscore.checkpoint import load_denoiser, read_card
+from invscore.conditional import METHODS
+from invscore.data import load
+from invscore.io import atomic_write_text, write_json
+from invscore.metrics import colorfulness, summarize
+from invscore.priors import CallablePrior
 
 SUBSET_SEED = 0  # test images drawn with this seed (see the docstring)
 INVSCORE = ["projection", "mmps", "pigdm", "ddrm", "dps", "smc"]
@@ -92,17 +90,17 @@ def main(argv=None):
 
     record("gray (A⁺y)", "-", "baseline", 0, op.A_pinv(y), 0.0)
     for method in INVSCORE:
-        steps = 5 if args.quick else METHODS[method][1]
+        steps = 5 if args.quick else METHODS[method].steps
         xh, nfe, secs = run_invscore(prior, op, y, method, steps)
         record(method, "invscore", f"steps={steps}" + (f",particles={SMC_PARTICLES}" if method == "smc" else ""),
                nfe, xh, secs)
 
     # deepinv DDRM: same prior ([0, 1] wrapper), same operator (its SVD), same y (in [0, 1] units)
-    phys, den = SpectralPhysics(op, args.sigma_y / 2), UnitDenoiser(D)
+    den, phys, y_u = deepinv_problem(prior, op, y)
     y_t = op.measure(x_tune, generator=torch.Generator().manual_seed(100))
     cfg, tuning = tune_deepinv("dinv_ddrm", DDRM_CFGS[:1] if args.quick else DDRM_CFGS, 10 if args.quick else TUNE_NFE,
-                               den, phys, to_unit_measurement(op, y_t), x_tune)
-    xh, nfe, secs = run_deepinv("dinv_ddrm", cfg, 10 if args.quick else DINV_NFE, den, phys, to_unit_measurement(op, y))
+                               den, phys, operators.to_unit_measurement(op, y_t), x_tune)
+    xh, nfe, secs = run_deepinv("dinv_ddrm", cfg, 10 if args.quick else DINV_NFE, den, phys, y_u)
     record("dinv_ddrm", "deepinv", cfg_label(cfg), nfe, xh, secs)
     shown["ground truth"] = x[: args.show]
     gt = summarize({"c": colorfulness((x + 1) / 2)})
@@ -135,15 +133,15 @@ def main(argv=None):
           f"NFE {10 if args.quick else TUNE_NFE}): " + "; ".join(f"{cfg_label(c)}: {p:.2f} dB" for c, p in tuning)
           + f" -> `{cfg_label(cfg)}`.", "",
           "Notes: invscore methods at `solve` defaults, untuned; SMC with "
-          f"{SMC_PARTICLES} particles (default 16 would cost {16 * METHODS['smc'][1]} NFE/image). A single "
+          f"{SMC_PARTICLES} particles (the default {METHODS['smc'].defaults['particles']} would cost {METHODS['smc']().nfe()} NFE/image). A single "
           "posterior sample is scored: PSNR/LPIPS reward the posterior *mean*, so a sharp, plausible but "
           "differently-coloured sample scores lower than a washed-out one; colourfulness shows the other side. "
           f"The figure `colorization{suffix}.png` shows the first {args.show} images: gray input, each method, "
           "ground truth.", ""]
-    (RESULTS / f"colorization{suffix}.md").write_text("\n".join(L))
-    (RESULTS / f"colorization{suffix}.json").write_text(json.dumps(
-        dict(prior=str(args.prior), n=n, sigma_y=args.sigma_y, ground_truth_colorfulness=[gt_c, gt_se],
-             rows=rows, tuning=[[cfg_label(c), p] for c, p in tuning], seconds=elapsed), indent=1) + "\n")
+    atomic_write_text(RESULTS / f"colorization{suffix}.md", "\n".join(L))
+    write_json(RESULTS / f"colorization{suffix}.json",
+               dict(prior=str(args.prior), n=n, sigma_y=args.sigma_y, ground_truth_colorfulness=[gt_c, gt_se],
+                    rows=rows, tuning=[[cfg_label(c), p] for c, p in tuning], seconds=elapsed))
     print("\n".join(L))
 
 

@@ -1,8 +1,8 @@
 """Shared parts of the posterior-sampling benchmark (``bench_posterior.py``, whose docstring explains it).
 
-The mixture problem's deepinv side (the prior's exact denoiser and A's SVD as deepinv objects, the problem
-mapped to [0, 1]), one deepinv run, the sliced-Wasserstein distance to a large exact reference set, CSV
-and elapsed-time files, and the NFE plot grid that both stages draw. The sweep's floor and oracle come
+The mixture problem's deepinv side (the prior's exact denoiser and A's SVD as deepinv objects through
+the library's bridges, the problem mapped to [0, 1]), one deepinv run, the sliced-Wasserstein distance to
+a large exact reference set, CSV and elapsed-time files, and the NFE plot grid that both stages draw. The sweep's floor and oracle come
 from ``invscore.testing.posterior_references``.
 """
 from __future__ import annotations
@@ -12,9 +12,11 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import deepinv as dinv
+import operators
+from invscore.io import atomic_write_text, write_csv as _write_csv
+from invscore.priors.deepinv_bridge import UnitDenoiser
 
 C = 20.0  # x = C (2u - 1): u in [0, 1] for deepinv
 ORACLE_STEPS = 60
@@ -23,59 +25,16 @@ SWEEP = "posterior_benchmark.sweep"  # stage 1: the N = 300 sweep of every metho
 FINAL = "posterior_benchmark"  # stage 2: the decisive rerun of the contenders
 
 
-class ClosedFormDenoiser(dinv.models.Denoiser):
-    """The prior's exact MMSE denoiser in deepinv's [0, 1] convention (see ``bench_posterior``'s docstring);
-    counts calls."""
-
-    def __init__(self, prior, c: float = C):
-        super().__init__()
-        self.prior, self.c, self.calls = prior, c, 0
-
-    def forward(self, x, sigma, *args, **kwargs):
-        self.calls += 1
-        B = x.shape[0]
-        u = x.reshape(B, -1).to(torch.float64)
-        s = torch.as_tensor(sigma, dtype=torch.float64, device=x.device).reshape(-1)
-        s = s.expand(B) if s.numel() == 1 else s
-        x0 = self.prior.denoise(self.c * (2 * u - 1), 2 * self.c * s)
-        return (x0 / (2 * self.c) + 0.5).reshape(x.shape).to(x.dtype)
-
-
-class SVDPhysics(dinv.physics.DecomposablePhysics):
-    """A = U diag(s) Vᵀ (d_y x d) on images (B, 1, 1, d), measurements (B, 1, 1, d_y); spectral space has d
-    coordinates (mask = s padded with zeros), so DDRM's per-coordinate rules apply."""
-
-    def __init__(self, A: torch.Tensor, sigma: float):
-        d_y, d = A.shape
-        U, s, Vh = torch.linalg.svd(A.to(torch.float64), full_matrices=True)
-        mask = torch.zeros(1, 1, 1, d, dtype=torch.float64)
-        mask[..., :d_y] = s
-        super().__init__(mask=mask, noise_model=dinv.physics.GaussianNoise(sigma), img_size=(1, 1, d))
-        self.d, self.d_y = d, d_y
-        self.register_buffer("Umat", U)
-        self.register_buffer("Vh", Vh)
-
-    def V_adjoint(self, x):
-        return x @ self.Vh.to(x.dtype).T
-
-    def V(self, z, **kwargs):
-        return z @ self.Vh.to(z.dtype)
-
-    def U(self, z):
-        return z[..., : self.d_y] @ self.Umat.to(z.dtype).T
-
-    def U_adjoint(self, y, **kwargs):
-        return F.pad(y @ self.Umat.to(y.dtype), (0, self.d - self.d_y))
-
-
 def deepinv_setup(p, n: int):
-    """The mixture problem ``p`` for deepinv, in [0, 1] coordinates: (denoiser, physics, y_u repeated n times)."""
+    """The mixture problem ``p`` for deepinv, in [0, 1] coordinates x = C (2u − 1): (the prior's exact MMSE
+    denoiser counting its calls, A's SVD as a DecomposablePhysics, y_u repeated n times), on deepinv's
+    image layout (B, 1, 1, d)."""
     d, d_y = p.A.shape[1], p.A.shape[0]
-    den = ClosedFormDenoiser(p.prior)
-    phys = SVDPhysics(p.A, p.sigma_y / (2 * C))
-    ones = torch.ones(1, d, dtype=torch.float64)
-    y_u = ((p.y + C * ones @ p.A.T) / (2 * C)).reshape(1, 1, 1, d_y).expand(n, 1, 1, d_y).contiguous()
-    return den, phys, y_u
+    op = operators.DenseOperator(p.A, input_shape=(1, 1, d), output_shape=(1, 1, d_y), noise=p.sigma_y)
+    den = UnitDenoiser(p.prior, scale=C, dtype=torch.float64)
+    phys = operators.to_deepinv(op, decomposable=True, unit_scale=C)
+    y_u = operators.to_unit_measurement(op, p.y.reshape(1, 1, 1, d_y), unit_scale=C)
+    return den, phys, y_u.expand(n, 1, 1, d_y).contiguous()
 
 
 def run_deepinv(method, cfg, nfe, den, phys, y_u, seed):
@@ -120,12 +79,7 @@ def sw_to_reference(x, ref_sorted, dirs):
 # --- files: results/<prefix>.{csv,elapsed} -----------------------------------------------------------------
 
 def write_csv(prefix, fields, rows, float_fmt):
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, prefix + ".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (format(v, float_fmt) if isinstance(v, float) else v) for k, v in r.items()})
+    _write_csv(os.path.join(RESULTS, prefix + ".csv"), rows, fields=fields, float_format=float_fmt)
 
 
 def read_csv(prefix, ints, floats):
@@ -155,9 +109,7 @@ def read_elapsed(prefix):
 
 
 def write_elapsed(prefix, elapsed):
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(_elapsed_path(prefix), "w") as f:
-        f.write(f"{elapsed:.1f}\n")
+    atomic_write_text(_elapsed_path(prefix), f"{elapsed:.1f}\n")
 
 
 def problem_tables(title, problems, rows, heading, header, fmt_row):
@@ -179,8 +131,7 @@ def notes_section(notes, failures):
 
 
 def write_md(prefix, lines):
-    with open(os.path.join(RESULTS, prefix + ".md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(RESULTS, prefix + ".md"), "\n".join(lines) + "\n")
 
 
 # --- the plot: one panel per problem (d rows, d_y columns), one line per (library, method) ---------------

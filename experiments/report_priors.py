@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -47,10 +46,11 @@ from torch import nn
 
 import operators
 from invscore.checkpoint import load_classifier, load_denoiser, read_card
-from invscore.conditional import solve
+from invscore.conditional import METHODS, solve
 from invscore.conditional.guided import ClassifierGuidance, Guided
 from invscore.data import load
-from invscore.metrics import lpips, psnr, ssim
+from invscore.io import atomic_write_text, from_data, write_json
+from invscore.metrics import compute_all, mean_se
 from invscore.priors import CallablePrior, Diffusion
 from invscore.samplers import sample
 from invscore.sde import make_sde
@@ -62,8 +62,8 @@ PRIOR, CLASSIFIER = "fashion_mnist", "fashion_mnist_classifier"
 SIGMA_Y = 0.01  # in the prior's data space [-1, 1]
 BOX = 16
 TV_LAMBDA, TV_ITERS = 0.01, 200
-#: (method, steps, options) — the issue's settings
-METHODS = [("pigdm", 50, {}), ("mmps", 20, {}), ("smc", 50, {"particles": 4}), ("dps", 100, {})]
+#: (method, steps, options): the registered defaults (METHODS[name].steps), SMC with 4 particles
+RUNS = [(m, METHODS[m].steps, o) for m, o in (("pigdm", {}), ("mmps", {}), ("smc", {"particles": 4}), ("dps", {}))]
 GAMMAS = (0.0, 1.0, 2.0, 4.0, 8.0)
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
            "Ankle boot")
@@ -110,25 +110,19 @@ def run_method(prior, op, y, method: str, steps: int, samples: int, seed: int = 
         outs.append(res.x.detach())
         nfe, secs = res.nfe, secs + res.seconds
     x = torch.cat(outs).view(y.shape[0], samples, *y.shape[1:])
-    return ((x.clamp(-1, 1) + 1) / 2), nfe, secs
+    return from_data(x), nfe, secs
 
 
 def _stats(v: torch.Tensor) -> dict:
-    v = v.double()
-    n = v.numel()
-    se = float(v.std() / math.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": float(v.mean()), "se": se}
+    return dict(zip(("mean", "se"), mean_se(v)))
 
 
 def metrics_of(x01: torch.Tensor, ref01: torch.Tensor, with_lpips: bool = True) -> dict:
     """Per-image PSNR/SSIM(/LPIPS alex) vectors of x (B, C, H, W) vs ref."""
-    out = {"psnr": psnr(x01, ref01), "ssim": ssim(x01, ref01)}
-    if with_lpips:
-        out["lpips"] = lpips(x01, ref01, net="alex")
-    return out
+    return compute_all(x01, ref01, lpips_nets={"lpips": "alex"} if with_lpips else (), colour=False)
 
 
-def inpainting_report(prior, x01: torch.Tensor, samples: int, methods=METHODS, seed: int = 0,
+def inpainting_report(prior, x01: torch.Tensor, samples: int, methods=RUNS, seed: int = 0,
                       sigma_y: float = SIGMA_Y, log=print):
     """Run the baselines and every method on images x01 (B, C, 32, 32) in [0, 1]."""
     op = make_operator(sigma_y, x01.shape[1:])
@@ -253,7 +247,7 @@ def train_judge(path: Path = JUDGE_DIR, steps: int = 4000, n_train: int | None =
             "train_noise_std_01": 0.005, "augmentation": "random horizontal flip"}
     path.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), ckpt)
-    info_path.write_text(json.dumps(info, indent=2))
+    write_json(info_path, info)
     log(f"  judge: trained {step} steps in {info['train_seconds']:.0f}s, test accuracy {info['test_accuracy']:.3f}")
     return model.eval(), info
 
@@ -276,13 +270,13 @@ def guidance_report(prior, classifier, judge, per_class: int, gammas=GAMMAS, ste
             lab = labels[i:i + chunk]
             model = Guided(base, [ClassifierGuidance(classifier, lab, gamma)])
             xs.append(sample(model, (len(lab), 1, 32, 32), method=sampler, steps=steps, generator=g).x.detach())
-        x01 = (torch.cat(xs).clamp(-1, 1) + 1) / 2
+        x01 = from_data(torch.cat(xs))
         with torch.no_grad():
             pred = judge.eval()(x01).argmax(1)
         hit = (pred == labels).float()
         per = hit.view(10, per_class).mean(1)
-        out[str(gamma)] = {"fraction": float(hit.mean()), "se": float(hit.std() / math.sqrt(len(hit))),
-                           "per_class": per.tolist(), "seconds": time.perf_counter() - t0}
+        frac, se = mean_se(hit)
+        out[str(gamma)] = {"fraction": frac, "se": se, "per_class": per.tolist(), "seconds": time.perf_counter() - t0}
         grids[gamma] = x01
         log(f"  γ={gamma:g}: judge labels {hit.mean():.1%} as requested ({time.perf_counter() - t0:.0f}s)")
     return out, grids
@@ -295,8 +289,8 @@ def _fmt(s, digits=2):
 
 def _write_md(lines, res, prefix: Path) -> str:
     md = "\n".join(lines) + "\n"
-    prefix.with_suffix(".md").write_text(md)
-    prefix.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    atomic_write_text(prefix.with_suffix(".md"), md)
+    write_json(prefix.with_suffix(".json"), res)
     return md
 
 
@@ -394,7 +388,7 @@ def main(argv=None):
     p.add_argument("--judge-steps", type=int, default=4000, help="clean-CNN training steps (if not cached)")
     p.add_argument("--quick", action="store_true", help="8 images, 2 samples, 2 per class, 60 s judge")
     p.add_argument("--skip-guidance", action="store_true")
-    p.add_argument("--methods", default=",".join(m for m, _, _ in METHODS),
+    p.add_argument("--methods", default=",".join(m for m, _, _ in RUNS),
                    help="comma-separated subset of the posterior methods (default: all)")
     p.add_argument("--sampler", default="ddim", help="guided sampler (invscore.samplers.SAMPLERS)")
     p.add_argument("--guidance-steps", type=int, default=50)
@@ -418,11 +412,11 @@ def main(argv=None):
         xa, _ = load(dataset, "test")
         x01 = xa[torch.randperm(len(xa), generator=torch.Generator().manual_seed(a.seed))[:a.n]]
     log(f"inpainting: {a.n} images × {a.samples} samples")
-    known = {m for m, _, _ in METHODS}
+    known = {m for m, _, _ in RUNS}
     chosen = [m.strip() for m in a.methods.split(",") if m.strip()]
     if not chosen or set(chosen) - known:
         p.error(f"--methods takes a comma-separated subset of {sorted(known)}, got {a.methods!r}")
-    rows, images = inpainting_report(prior, x01, a.samples, methods=[m for m in METHODS if m[0] in chosen],
+    rows, images = inpainting_report(prior, x01, a.samples, methods=[m for m in RUNS if m[0] in chosen],
                                      seed=a.seed, log=log)
     res = {"command": "python experiments/report_priors.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "threads": a.threads, "prior": a.prior,

@@ -36,7 +36,6 @@ The committed run took 22 min on one CPU thread of a machine shared with a train
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -44,15 +43,14 @@ import traceback
 
 import torch
 
-from inverse_common import (RESULTS, NFE_PER_STEP, SMC_PARTICLES, SpectralPhysics, UnitDenoiser,
-                            cfg_label, image_metrics, invscore_steps, run_deepinv, run_invscore,
-                            save_grid, summarize, to_unit_measurement, tune_deepinv)
-
-import operators  # noqa: E402  (after inverse_common put the repository on sys.path)
-from invscore.checkpoint import load_denoiser, read_card  # noqa: E402
-from invscore.conditional.solve import METHODS  # noqa: E402
-from invscore.data import load  # noqa: E402
-from invscore.priors import CallablePrior  # noqa: E402
+import operators
+from inverse_common import (RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics,
+                            invscore_method, invscore_steps, run_deepinv, run_invscore, save_grid, tune_deepinv)
+from invscore.checkpoint import load_denoiser, read_card
+from invscore.data import load
+from invscore.io import atomic_write_text, write_csv
+from invscore.metrics import summarize
+from invscore.priors import CallablePrior
 
 SIGMA_Y = 0.05
 TASKS = {  # name -> (registry name, parameters, description)
@@ -75,7 +73,7 @@ DEEPINV_TABLE_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 def table_nfe(method: str) -> int:
     if method.startswith("dinv_"):
         return DEEPINV_TABLE_NFE
-    return METHODS[method][1] * NFE_PER_STEP.get(method, 1)
+    return invscore_method(method).nfe()  # the method's default steps × its declared NFE per step
 
 
 def baseline(op, y):
@@ -83,12 +81,11 @@ def baseline(op, y):
     return y.clone() if tuple(op.output_shape) == tuple(op.input_shape) else op.A_pinv(y)
 
 
-def run_task(task, D, prior, x, x_tune, args, log):
+def run_task(task, prior, x, x_tune, args, log):
     reg, params, _ = TASKS[task]
     op = operators.make(reg, img_size=tuple(x.shape[1:]), noise=SIGMA_Y, **params)
     y = op.measure(x, generator=torch.Generator().manual_seed(0))
-    phys = SpectralPhysics(op, SIGMA_Y / 2)  # deepinv sees u = (x + 1)/2: half the noise std
-    y_u, den = to_unit_measurement(op, y), UnitDenoiser(D)
+    den, phys, y_u = deepinv_problem(prior, op, y)  # deepinv sees u = (x + 1)/2: half the noise std
     rows, per_image, shown = [], {}, {"truth": x[: args.show], "measurement": baseline(op, y)[: args.show]}
 
     def record(lib, method, config, nfe, xh, secs, role, n_img, error=""):
@@ -117,7 +114,7 @@ def run_task(task, D, prior, x, x_tune, args, log):
     for method, cfgs in DEEPINV.items():
         cfgs = cfgs[:1] if args.quick else cfgs
         tuned[method], scores = tune_deepinv(method, cfgs, args.tune_nfe, den, phys,
-                                             to_unit_measurement(op, y_t), x_tune, log)
+                                             operators.to_unit_measurement(op, y_t), x_tune, log)
         tuning += [dict(task=task, method=method, config=cfg_label(c), psnr=p) for c, p in scores]
 
     methods = INVSCORE + list(DEEPINV)
@@ -190,11 +187,7 @@ def fmt(r, k):
 def write_outputs(rows, tuning, args, card, elapsed, prefix):
     fields = ["task", "library", "method", "config", "role", "n", "nfe", "psnr", "psnr_se", "ssim", "ssim_se",
               "lpips", "lpips_se", "sec_per_img", "error"]
-    with open(RESULTS / f"{prefix}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()})
+    write_csv(RESULTS / f"{prefix}.csv", rows, fields=fields, float_format=".5g")
     cmd = "OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py " + " ".join(sys.argv[1:])
     L = [f"# Restoration tasks: invscore vs deepinv on the same prior ({args.prior})", "",
          f"Prior `{args.prior}` ({card.get('steps', '?')} training steps). First {args.n} Fashion-MNIST test "
@@ -227,8 +220,9 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix):
           "50 steps); its NFE counts steps × particles.",
           "- invscore methods run untuned at `solve`'s defaults; deepinv's get the small tuning above, on images "
           "that are not scored. The candidate grids were set after a first look at those same tuning images.",
-          "- deepinv's physics is the invscore operator's own SVD (`inverse_common.SpectralPhysics`, checked "
-          "against `op.A` and `op.A_T`); for the FFT blur it uses the real Hartley basis (same singular values). "
+          "- deepinv's physics is the invscore operator's own SVD (`operators.to_deepinv(op, "
+          "decomposable=True)`, tested against `op.A` and `op.A_T`); for the FFT blur it uses the real Hartley "
+          "basis (same singular values). "
           "invscore's SMC needs real spectral coordinates, so on `deblur` it moves the blur into that Hartley "
           "basis itself (`operators.HartleyBlur`); the other invscore methods use `BlurFFT` as is.",
           "- deepinv's DDRM draws its noise as σ·randn/√2 while calling the denoiser at σ, and its schedule "
@@ -238,7 +232,7 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix):
           "- DPS and ΠGDM (both libraries) also backpropagate through every network call: one NFE costs about "
           "two forward passes. MMPS backpropagates cg_iters + 1 = 2 times per call (about three forward passes).",
           ""]
-    (RESULTS / f"{prefix}.md").write_text("\n".join(L))
+    atomic_write_text(RESULTS / f"{prefix}.md", "\n".join(L))
 
 
 def main(argv=None):
@@ -270,7 +264,7 @@ def main(argv=None):
     rows, tuning, figs = [], [], []
     for task in args.tasks:
         print(f"== {task}", flush=True)
-        r, t, per_image, shown = run_task(task, D, prior, x, x_tune, args, lambda s: print(s, flush=True))
+        r, t, per_image, shown = run_task(task, prior, x, x_tune, args, lambda s: print(s, flush=True))
         rows += r
         tuning += t
         pts = curve_points(r, per_image, args.curve_n)

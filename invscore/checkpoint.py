@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .io import atomic_write, atomic_write_bytes, atomic_write_text
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 NOISE_CONVENTION = "edm-ve-sigma"
 
@@ -29,13 +31,6 @@ def card_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    # Write then rename so an interrupted save never leaves a half-written file under the real name.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any], half: bool = False) -> Path:
     """Save `model.state_dict()` as safetensors (fp16 if `half`) and `card` as JSON beside it.
 
@@ -48,13 +43,12 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any], 
         if key not in card:
             raise ValueError(f"model card is missing {key!r}; it needs arch, kind, image_size, channels")
     path = Path(path).with_suffix(".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
     card = {**card, "dtype": str(dtype).replace("torch.", ""), "format": "safetensors"}
-    _atomic_write_bytes(path, st_save(tensors, metadata={"invscore_kind": str(card["kind"])}))
-    _atomic_write_bytes(card_path(path), (json.dumps(card, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(path, st_save(tensors, metadata={"invscore_kind": str(card["kind"])}))
+    atomic_write_text(card_path(path), json.dumps(card, indent=2, default=str) + "\n")
     return path
 
 
@@ -140,11 +134,7 @@ def load_classifier(path_or_name: str | os.PathLike, device: str | torch.device 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Atomically save a resume state (tensors, numbers, strings only, so weights_only loading works)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

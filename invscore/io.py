@@ -11,7 +11,7 @@ import io as _io
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageError", "IMAGE_EXTENSIONS", "to_data", "from_data", "load_image", "load_images", "fit_images",
-           "to_pil", "save_png", "make_grid", "atomic_write_bytes", "atomic_write_text", "write_json",
+           "to_pil", "save_png", "make_grid", "atomic_write", "atomic_write_bytes", "atomic_write_text", "write_json",
            "write_csv"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -110,18 +110,26 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Run ``write(tmp)`` on a temporary path in ``path``'s folder, then ``os.replace(tmp, path)``: readers
+    see the old file or the whole new one, never a half-written one. For writers that take a file name
+    (``torch.save``, ``safetensors.torch.save_file``); the temporary file is removed if ``write`` fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the pid keeps concurrent writers (torchrun ranks, parallel installs) off each other's temp file
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -175,12 +183,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(clean(obj), indent=2, default=str) + "\n")
 
 
-def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
-    """Atomic CSV with a header from the first row's keys; ``None`` is written as an empty cell."""
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], fields: Sequence[str] | None = None,
+              float_format: str | None = None) -> Path:
+    """Atomic CSV. Columns: ``fields`` (other keys left out, missing ones empty) or else the first row's
+    keys; ``None`` is written as an empty cell, floats with ``float_format`` (e.g. ``".5g"``) if given."""
+    def cell(v):
+        if v is None:
+            return ""
+        return format(v, float_format) if float_format and isinstance(v, float) else v
+
     buf = _io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    if rows or fields:
+        writer = csv.DictWriter(buf, fieldnames=list(fields or rows[0]), lineterminator="\n", restval="",
+                                extrasaction="ignore" if fields else "raise")
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in r.items()})
+            writer.writerow({k: cell(v) for k, v in r.items()})
     return atomic_write_text(path, buf.getvalue())

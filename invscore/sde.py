@@ -1,4 +1,4 @@
-"""Forward SDEs of Song et al. 2021 (Score SDE): VE, VP and sub-VP.
+"""Forward SDEs of Song et al. 2021 (Score SDE): VE, VP and sub-VP; and EDM's σ(t) = t (Karras et al. 2022).
 
 Every SDE here is linear with a Gaussian perturbation kernel
 
@@ -15,7 +15,7 @@ import math
 
 import torch
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "ReverseSDE", "bcast", "make_sde"]
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "ReverseSDE", "bcast", "make_sde"]
 
 
 def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -133,24 +133,27 @@ class SDE(abc.ABC):
 
 class ReverseSDE:
     """Reverse-time SDE ``dx = [f x − g² ∇log p_t(x)] dt + g dw̄`` (Song et al. 2021, eq. 6), or with
-    ``probability_flow`` the ODE ``dx/dt = f x − ½ g² ∇log p_t(x)`` (eq. 13). ``score_fn(x, t)``."""
+    ``probability_flow`` the ODE ``dx/dt = f x − ½ g² ∇log p_t(x)`` (eq. 13), for ``score_fn(x, t)``; its
+    discrete form is :meth:`step`. The samplers' drifts (invscore.samplers.pc and .ode) all come from here."""
 
     def __init__(self, sde: SDE, score_fn, probability_flow: bool = False):
         self.fwd, self.score_fn, self.probability_flow = sde, score_fn, probability_flow
+        self._w = 0.5 if probability_flow else 1.0
 
     def sde(self, x: torch.Tensor, t: torch.Tensor):
         """Drift and diffusion of the reverse process (in forward time: integrate with dt < 0)."""
-        drift, g = self.fwd.sde(x, t)
-        w = 0.5 if self.probability_flow else 1.0
-        drift = drift - w * bcast(g**2, x) * self.score_fn(x, t)
-        return drift, torch.zeros_like(g) if self.probability_flow else g
+        g2 = self.fwd.g2(t)
+        # g² from g2(t) itself: squaring the diffusion sqrt(g2) would add a rounding error
+        drift = bcast(self.fwd.f(t), x) * x - self._w * bcast(g2, x) * self.score_fn(x, t)
+        return drift, torch.zeros_like(g2) if self.probability_flow else torch.sqrt(g2)
 
-    def discretize(self, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor):
-        """Reverse-diffusion discretisation ``x_{t−dt} = x − f_i + G_i² s + G_i z`` (Song et al. eq. 46)."""
+    def step(self, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor):
+        """Reverse-diffusion step from t to t − dt (Song et al. eq. 46): ``x_{t−dt} = m + G_i z`` with mean
+        ``m = x − f_i + G_i² s`` (½ G_i² s and no noise for the probability flow) and the forward chain's
+        ``(f_i, G_i)`` from :meth:`SDE.discretize`. Returns ``(m, G_i)``."""
         f, G = self.fwd.discretize(x, t, dt)
-        w = 0.5 if self.probability_flow else 1.0
-        rev_f = f - w * bcast(G**2, x) * self.score_fn(x, t)
-        return rev_f, torch.zeros_like(G) if self.probability_flow else G
+        mean = x - f + self._w * bcast(G**2, x) * self.score_fn(x, t)
+        return mean, torch.zeros_like(G) if self.probability_flow else G
 
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -164,7 +167,7 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, t_min: float = 1e-5):
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"VESDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise ValueError(f"{type(self).__name__} needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max, self.T, self.t_min = float(sigma_min), float(sigma_max), float(T), float(t_min)
         self.prior_std = self.sigma_max
 
@@ -244,11 +247,30 @@ class SubVPSDE(VPSDE):
         return self._t_of_int_beta(-2 * torch.log(a))
 
 
-_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
+class EDMSDE(VESDE):
+    """EDM's SDE (Karras et al. 2022, Sec. 3 and Table 1): σ(t) = t, s(t) = 1 — the VE SDE whose time is its
+    noise level, ``alpha = 1``, ``f = 0``, ``g² = dσ²/dt = 2t`` on ``t ∈ [σ_min, σ_max]``. Its probability-flow
+    ODE is ``dx/dt = −t ∇log p_t(x) = (x − D(x; t))/t`` (eq. 4), so Heun on the ``'edm'`` time grid (eq. 5)
+    is EDM's deterministic sampler, Algorithm 1."""
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        super().__init__(sigma_min, sigma_max, T=sigma_max, t_min=sigma_min)
+
+    def sigma(self, t):
+        return torch.as_tensor(t).clone()
+
+    def g2(self, t):
+        return 2 * torch.as_tensor(t)
+
+    def ratio_to_t(self, r):
+        return torch.as_tensor(r).clone()
+
+
+_SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE}
 
 
 def make_sde(name: str, **kwargs) -> SDE:
-    """Build an SDE by name: ``'ve'``, ``'vp'`` or ``'subvp'``."""
+    """Build an SDE by name: ``'ve'``, ``'vp'``, ``'subvp'`` or ``'edm'``."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _SDES:
         raise ValueError(f"unknown SDE {name!r}; expected one of {sorted(_SDES)}")

@@ -26,10 +26,13 @@ from typing import Any
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from .nets import build
+from .nets.classifier import classifier_loss
+from .priors import CallablePrior, Diffusion
+from .samplers import sample_heun, time_grid
+from .sde import EDMSDE
 
 EVAL_SIGMAS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
 
@@ -60,12 +63,6 @@ def edm_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: 
     return (w * err.flatten(1).mean(1)).mean()
 
 
-def classifier_loss(clf: nn.Module, x0: torch.Tensor, labels: torch.Tensor, sigma: torch.Tensor,
-                    noise: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of p_σ(c | x0 + σn) (Dhariwal & Nichol 2021, sec. 4: classifier on noisy inputs)."""
-    return F.cross_entropy(clf(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma), labels)
-
-
 class EMA:
     """θ_ema ← β θ_ema + (1−β) θ with warm-up β_k = min(β, (1+k)/(10+k)) (Tarvainen & Valpola 2017;
     the warm-up keeps early averages from being dominated by the random initialisation)."""
@@ -87,21 +84,20 @@ class EMA:
 
 @torch.no_grad()
 def heun_preview(denoiser: nn.Module, shape, steps: int = 18, sigma_min: float = 0.002,
-                 sigma_max: float = 80.0, rho: float = 7.0, generator: torch.Generator | None = None):
-    """Deterministic EDM sampler (Karras et al. 2022, Algorithm 1, eq. 5 time steps) for preview grids
-    only; the library's samplers live in invscore.samplers.  Returns samples in data space."""
-    i = torch.arange(steps, dtype=torch.float64)
-    t = (sigma_max ** (1 / rho) + i / (steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    t = torch.cat([t, torch.zeros(1, dtype=torch.float64)])
-    x = torch.randn(shape, generator=generator, dtype=torch.float64) * t[0]
-    d_of = lambda x, s: (x - denoiser(x.float(), s.float().expand(shape[0])).double()) / s  # noqa: E731
-    for k in range(steps):
-        d = d_of(x, t[k])
-        x_next = x + (t[k + 1] - t[k]) * d
-        if t[k + 1] > 0:
-            x_next = x + (t[k + 1] - t[k]) * 0.5 * (d + d_of(x_next, t[k + 1]))
-        x = x_next
-    return x.float()
+                 sigma_max: float = 80.0, rho: float = 7.0, generator: torch.Generator | None = None,
+                 terms=()) -> torch.Tensor:
+    """EDM's deterministic sampler (Karras et al. 2022, Algorithm 1) through invscore.samplers: Heun on
+    the probability-flow ODE ``dx/dσ = (x − D(x; σ))/σ`` of σ(t) = t (:class:`~invscore.sde.EDMSDE`) over
+    ``steps`` noise levels σ_i = (σ_max^{1/ρ} + i/(steps−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (eq. 5), then the
+    last Euler step to σ = 0 (2·steps − 1 NFE); float64 state, float32 network and result (data space).
+    ``terms``: conditional terms (e.g. a Projection) applied after each step."""
+    from .conditional.guided import Guided
+    sde = EDMSDE(sigma_min, sigma_max)
+    model = Diffusion(CallablePrior(lambda x, s: denoiser(x.float(), s.float()).double()), sde)
+    model = Guided(model, terms) if terms else model
+    x = sde.prior_sampling(shape, generator=generator, dtype=torch.float64)
+    ts = time_grid(sde, steps - 1, "edm", rho=rho)
+    return sample_heun(model, x, ts, generator=generator, denoise=True).x.float()
 
 
 def make_model(args) -> tuple[nn.Module, dict[str, Any]]:
@@ -167,7 +163,8 @@ def _load_data(args):
     return x * 2 - 1, y
 
 
-def _card(args, cfg, x, step, loss, elapsed) -> dict[str, Any]:
+def _card(args, cfg, x, step, loss, elapsed, n_params) -> dict[str, Any]:
+    """The model card of a run (see invscore.checkpoint.save_model)."""
     return {
         "name": args.name or Path(args.out).name,
         "kind": "classifier" if args.task == "classifier" else "denoiser",
@@ -177,16 +174,49 @@ def _card(args, cfg, x, step, loss, elapsed) -> dict[str, Any]:
         "data": {"name": args.data, "split": "train", "n_images": int(x.shape[0]),
                  "held_out": "split 'test' of invscore.data (never seen in training)"},
         "steps": step, "final_loss": loss, "training_time_s": round(elapsed, 1),
-        "parameters": None,
+        "parameters": n_params,
         "hyperparameters": {k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet")},
         "software": {"torch": torch.__version__, "python": platform.python_version()},
         "weights": "EMA",
     }
 
 
-def train(args, data=None) -> dict[str, Any]:
-    """Run (or resume) training as described by parsed `args`; `data` = (x in [-1, 1], labels) overrides
-    `--data` (tests use it).  Returns a summary dict (steps, loss history, paths)."""
+def _restore(state_path: Path, model: nn.Module, ema: EMA, opt, gen: torch.Generator) -> dict[str, Any]:
+    """Load a resume state into the run's objects; returns its progress counters."""
+    if not state_path.exists():
+        raise FileNotFoundError(f"--resume given but {state_path} does not exist; start without --resume")
+    st = ckpt.load_state(state_path)
+    model.load_state_dict(st["model"])
+    ema.model.load_state_dict(st["ema"])
+    opt.load_state_dict(st["opt"])
+    gen.set_state(st["rng"])
+    return {"step": st["step"], "elapsed": st["elapsed"], "losses": list(st["losses"]), "avg": st["avg"]}
+
+
+def _loss(args, model: nn.Module, x: torch.Tensor, y, gen: torch.Generator) -> torch.Tensor:
+    """One minibatch's loss: x0 drawn with replacement, σ from :func:`sample_sigma`, n ~ N(0, I)."""
+    idx = torch.randint(x.shape[0], (args.batch,), generator=gen)
+    x0 = x[idx]
+    sigma = sample_sigma(args.batch, gen, args.p_mean, args.p_std, args.tail_frac)
+    noise = torch.randn(x0.shape, generator=gen)
+    if args.task == "classifier":
+        return classifier_loss(model, x0, y[idx], sigma, noise)
+    return edm_loss(model, x0, sigma, noise)
+
+
+def _optimise(args, model: nn.Module, opt, loss: torch.Tensor, step: int) -> None:
+    """Adam step with linear warm-up lr_k = lr·min(1, (k+1)/warmup) and global-norm gradient clipping."""
+    for g in opt.param_groups:
+        g["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    opt.step()
+
+
+def _setup(args, data):
+    """Run directory, data and the seeded network, optimiser, RNG and EMA of a fresh run."""
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,125 +227,96 @@ def train(args, data=None) -> dict[str, Any]:
         torch.manual_seed(args.seed)
         model, cfg = make_model(args)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
-    ema = EMA(model, args.ema)
-    step, elapsed, losses, avg = 0, 0.0, [], None
+    return out, x, y, model, cfg, opt, torch.Generator().manual_seed(args.seed), EMA(model, args.ema)
+
+
+def train(args, data=None) -> dict[str, Any]:
+    """Run (or resume) training as described by parsed `args`; `data` = (x in [-1, 1], labels) overrides
+    `--data` (tests use it).  Returns a summary dict (steps, loss history, paths)."""
+    out, x, y, model, cfg, opt, gen, ema = _setup(args, data)
+    prog = {"step": 0, "elapsed": 0.0, "losses": [], "avg": None}
     state_path = out / "state.pt"
     if args.resume:
-        if not state_path.exists():
-            raise FileNotFoundError(f"--resume given but {state_path} does not exist; start without --resume")
-        st = ckpt.load_state(state_path)
-        model.load_state_dict(st["model"])
-        ema.model.load_state_dict(st["ema"])
-        opt.load_state_dict(st["opt"])
-        gen.set_state(st["rng"])
-        step, elapsed, losses, avg = st["step"], st["elapsed"], list(st["losses"]), st["avg"]
+        prog = _restore(state_path, model, ema, opt, gen)
     n_params = sum(p.numel() for p in model.parameters())
 
     def save():
-        ckpt.save_state({"model": model.state_dict(), "ema": ema.model.state_dict(),
-                         "opt": opt.state_dict(), "rng": gen.get_state(), "step": step,
-                         "elapsed": elapsed, "losses": losses, "avg": avg,
-                         "args": {k: v for k, v in vars(args).items()}}, state_path)
-        card = _card(args, cfg, x, step, avg, elapsed)
-        card["parameters"] = n_params
+        """Write the resume state and the EMA checkpoint with its card."""
+        ckpt.save_state({"model": model.state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
+                         "rng": gen.get_state(), **prog, "args": dict(vars(args))}, state_path)
+        card = _card(args, cfg, x, prog["step"], prog["avg"], prog["elapsed"], n_params)
         ckpt.save_model(ema.model, out / "ema.safetensors", card, half=args.half)
 
     from tqdm import tqdm
-    bar = tqdm(total=args.steps, initial=step, disable=args.quiet, mininterval=5 if sys.stderr.isatty() else 60,
-               desc=args.task, dynamic_ncols=True)
+    bar = tqdm(total=args.steps, initial=prog["step"], disable=args.quiet, desc=args.task, dynamic_ncols=True,
+               mininterval=5 if sys.stderr.isatty() else 60)
     model.train()
     t_last = time.perf_counter()
-    while step < args.steps and (args.minutes is None or elapsed < args.minutes * 60):
-        idx = torch.randint(x.shape[0], (args.batch,), generator=gen)
-        x0 = x[idx]
-        sigma = sample_sigma(args.batch, gen, args.p_mean, args.p_std, args.tail_frac)
-        noise = torch.randn(x0.shape, generator=gen)
-        for g in opt.param_groups:
-            g["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
-        if args.task == "classifier":
-            loss = classifier_loss(model, x0, y[idx], sigma, noise)
-        else:
-            loss = edm_loss(model, x0, sigma, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-        opt.step()
-        step += 1
-        ema.update(model, step)
+    while prog["step"] < args.steps and (args.minutes is None or prog["elapsed"] < args.minutes * 60):
+        loss = _loss(args, model, x, y, gen)
+        _optimise(args, model, opt, loss, prog["step"])
+        prog["step"] += 1
+        ema.update(model, prog["step"])
         lv = float(loss.detach())
-        losses.append(lv)
-        avg = lv if avg is None else 0.99 * avg + 0.01 * lv
+        prog["losses"].append(lv)
+        prog["avg"] = lv if prog["avg"] is None else 0.99 * prog["avg"] + 0.01 * lv
         now = time.perf_counter()
-        elapsed += now - t_last
+        prog["elapsed"] += now - t_last
         t_last = now
         bar.update(1)
-        bar.set_postfix(loss=f"{avg:.4f}", s_per_it=f"{elapsed / max(1, step):.2f}", refresh=False)
-        if step % args.save_every == 0:
+        bar.set_postfix(loss=f"{prog['avg']:.4f}", s_per_it=f"{prog['elapsed'] / max(1, prog['step']):.2f}",
+                        refresh=False)
+        if prog["step"] % args.save_every == 0:
             save()
             t_last = time.perf_counter()  # saving time is not training time
     bar.close()
     save()
-    summary = {"steps": step, "final_loss": avg, "losses": losses, "elapsed": elapsed, "out": str(out),
-               "parameters": n_params}
+    summary = {"steps": prog["step"], "final_loss": prog["avg"], "losses": prog["losses"],
+               "elapsed": prog["elapsed"], "out": str(out), "parameters": n_params}
     if not args.no_final:
-        summary.update(finalize(args, ema.model, cfg, x, step, avg, elapsed, n_params))
+        summary.update(finalize(args, ema.model, cfg, x, prog["step"], prog["avg"], prog["elapsed"], n_params))
     return summary
+
+
+def _by_sigma(x_test: torch.Tensor, seed: int, score) -> dict[str, float]:
+    """``score(x0 + σn, σ)`` for each σ of EVAL_SIGMAS, the noise n from one seeded stream."""
+    g = torch.Generator().manual_seed(seed)
+    res = {}
+    for s in EVAL_SIGMAS:
+        n = torch.randn(x_test.shape, generator=g)
+        res[f"{s:g}"] = score(x_test + s * n, torch.full((x_test.shape[0],), s))
+    return res
 
 
 @torch.no_grad()
 def evaluate_denoiser(denoiser: nn.Module, x_test: torch.Tensor, seed: int = 0) -> dict[str, float]:
     """Held-out MSE of D(x0 + σn, σ) vs x0 per σ (data space [-1, 1]); σ spans the sampler range."""
-    g = torch.Generator().manual_seed(seed)
-    res = {}
-    for s in EVAL_SIGMAS:
-        n = torch.randn(x_test.shape, generator=g)
-        sig = torch.full((x_test.shape[0],), s)
-        res[f"{s:g}"] = float(((denoiser(x_test + s * n, sig) - x_test) ** 2).mean())
-    return res
+    return _by_sigma(x_test, seed, lambda xn, sig: float(((denoiser(xn, sig) - x_test) ** 2).mean()))
 
 
 @torch.no_grad()
 def evaluate_classifier(clf: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, seed: int = 0):
     """Held-out accuracy of argmax p_σ(c | x0 + σn) per σ."""
-    g = torch.Generator().manual_seed(seed)
-    res = {}
-    for s in EVAL_SIGMAS:
-        n = torch.randn(x_test.shape, generator=g)
-        logits = clf(x_test + s * n, torch.full((x_test.shape[0],), s))
-        res[f"{s:g}"] = float((logits.argmax(1) == y_test).float().mean())
-    return res
+    return _by_sigma(x_test, seed, lambda xn, sig: float((clf(xn, sig).argmax(1) == y_test).float().mean()))
 
 
 @torch.no_grad()
 def evaluate_inpainting(denoiser: nn.Module, x_test: torch.Tensor, n_samples: int = 8, steps: int = 40,
                         seed: int = 0) -> dict[str, float]:
-    """Held-out sanity check against a classical baseline (DESIGN.md): fill a centred 16×16 box by
-    projection inside the EDM Heun sampler (Song et al. 2021 imputation: after each step the known
-    pixels are reset to x0 + σ_{k+1}·z) and compare the PSNR of the mean of `n_samples` samples with
+    """Held-out sanity check against a classical baseline (docs/architecture.md): fill a centred 16×16 box by
+    projection inside the EDM Heun sampler (Song et al. 2021 imputation, :class:`~invscore.conditional.Projection`:
+    after each step the known pixels are reset to x0 + σ_{k+1}·z) and compare the PSNR of the mean of `n_samples` samples with
     scikit-image's biharmonic inpainting (both in [0, 1])."""
-    import numpy as np
+    from operators import Mask, center_box_mask
     from skimage.restoration import inpaint_biharmonic
+    from .conditional.measurement import Projection
     b, c, h, w = x_test.shape
-    mask = torch.ones(1, 1, h, w)
-    mask[..., h // 2 - 8:h // 2 + 8, w // 2 - 8:w // 2 + 8] = 0
+    mask = center_box_mask((c, h, w), box=16)[None]
+    op = Mask(mask[0], channels=c, dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     x0 = x_test.repeat_interleave(n_samples, 0).double()
-    rho, smin, smax = 7.0, 0.002, 80.0
-    i = torch.arange(steps, dtype=torch.float64)
-    t = (smax ** (1 / rho) + i / (steps - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
-    t = torch.cat([t, torch.zeros(1, dtype=torch.float64)])
-    x = torch.randn(x0.shape, generator=g, dtype=torch.float64) * t[0]
-    d_of = lambda x, s: (x - denoiser(x.float(), s.float().expand(x.shape[0])).double()) / s  # noqa: E731
-    for k in range(steps):
-        d = d_of(x, t[k])
-        xn = x + (t[k + 1] - t[k]) * d
-        if t[k + 1] > 0:
-            xn = x + (t[k + 1] - t[k]) * 0.5 * (d + d_of(xn, t[k + 1]))
-        known = x0 + t[k + 1] * torch.randn(x0.shape, generator=g, dtype=torch.float64)
-        x = mask * known + (1 - mask) * xn
-    est = ((x.view(b, n_samples, c, h, w).mean(1).float().clamp(-1, 1)) + 1) / 2
+    x = heun_preview(denoiser, x0.shape, steps, generator=g, terms=[Projection(op, op(x0))])
+    est = ((x.view(b, n_samples, c, h, w).mean(1).clamp(-1, 1)) + 1) / 2
     ref = (x_test + 1) / 2
     bih = torch.stack([torch.from_numpy(inpaint_biharmonic(
         r.permute(1, 2, 0).numpy(), (1 - mask[0, 0]).bool().numpy(), channel_axis=-1)).permute(2, 0, 1)
@@ -330,8 +331,7 @@ def finalize(args, model, cfg, x, step, avg, elapsed, n_params) -> dict[str, Any
     from torchvision.utils import save_image
     from .data import load
     out = Path(args.out)
-    card = _card(args, cfg, x, step, avg, elapsed)
-    card["parameters"] = n_params
+    card = _card(args, cfg, x, step, avg, elapsed, n_params)
     model.eval()
     extra: dict[str, Any] = {}
     try:

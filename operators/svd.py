@@ -23,7 +23,7 @@ import torch
 
 from .base import LinearOperator
 
-__all__ = ["SVDOperator"]
+__all__ = ["SVDOperator", "real_svd"]
 
 
 class SVDOperator(LinearOperator):
@@ -151,7 +151,7 @@ class SVDOperator(LinearOperator):
 
     def spectral_noise_std(self, sigma_y: float | None = None) -> torch.Tensor:
         """Noise std of ȳ per coordinate, sigma_y / s_i (shape (r,)); +inf where unmeasured (DDRM eq. 6)."""
-        sigma = self.sigma_y if sigma_y is None else float(sigma_y)
+        sigma = self.noise_std(sigma_y)
         inf = torch.full_like(self._s, float("inf"))
         return torch.where(self._measured_r, sigma * self._s_inv, inf)
 
@@ -168,3 +168,27 @@ class SVDOperator(LinearOperator):
             raise ValueError(f"{type(self).__name__}: expected y_spec of shape (B, {r}), got {tuple(y_spec.shape)}")
         head = torch.where(self._measured_r, y_spec.to(z.dtype), z[:, :r])
         return self.V(torch.cat([head, z[:, r:]], dim=1) if r < z.shape[1] else head)
+
+
+def has_complex_svd(op: SVDOperator) -> bool:
+    """True when ``op``'s spectral coordinates Vᴴx are complex (the FFT blur's unitary Fourier basis)."""
+    probe = op.singular_values.new_zeros((1, *op.input_shape))
+    return torch.is_complex(op.V_T(probe))
+
+
+def real_svd(op: SVDOperator, method: str = "this method") -> SVDOperator:
+    """``op`` with a *real* SVD A = U diag(s) Vᵀ: ``op`` itself when Vᴴx is already real, else
+    ``op.real_svd()`` (an FFT blur with a symmetric kernel: the Hartley basis, :class:`operators.HartleyBlur`).
+
+    Methods that treat spectral coordinates as real Gaussians (SMC, DDRM) need it; ``method`` names the
+    caller in the error raised for an operator with complex coordinates and no real basis.
+    """
+    if not isinstance(op, SVDOperator):
+        raise TypeError(f"{method} needs an SVD operator; {type(op).__name__} has no SVD. "
+                        "Use 'mmps', 'pigdm' or 'dps' for it.")
+    if not has_complex_svd(op):
+        return op
+    if not hasattr(op, "real_svd"):
+        raise TypeError(f"{method} needs real spectral coordinates; {type(op).__name__} has complex ones and "
+                        "no real_svd(). Use 'mmps', 'pigdm' or 'dps', which work with complex spectral coordinates.")
+    return op.real_svd()

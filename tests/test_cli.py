@@ -195,6 +195,23 @@ def test_io_roundtrip_and_grid(tmp_path):
     back = io.load_image(tmp_path / "a.png")
     assert back.shape == (3, 8, 6) and (back - x).abs().max() <= 0.5 / 255 + 1e-6
     assert torch.allclose(io.from_data(io.to_data(x)), x)
-    grid = io.make_grid([[torch.rand(1, 4, 4), torch.rand(3, 8, 8)], [torch.rand(3, 2, 2)]], pad=1)
+    g = torch.Generator().manual_seed(0)
+    a, b, c = torch.rand(1, 4, 4, generator=g), torch.rand(3, 8, 8, generator=g), torch.rand(3, 2, 2, generator=g)
+    grid = io.make_grid([[a, b], [c]], pad=1)
     assert grid.shape == (3, 1 + 2 * 9, 1 + 2 * 9)
-    assert io.fit_images(torch.rand(2, 3, 40, 48), 1, (32, 32)).shape == (2, 1, 32, 32)
+    # each tile at the top-left of its 8×8 cell (cells 1 px apart), gray made RGB; the rest is the fill
+    filled = torch.zeros_like(grid, dtype=torch.bool)
+    for tile, top, left in ((a, 1, 1), (b, 1, 10), (c, 10, 1)):
+        h, w = tile.shape[1:]
+        assert torch.equal(grid[:, top:top + h, left:left + w], tile.expand(3, -1, -1))
+        filled[:, top:top + h, left:left + w] = True
+    assert (grid[~filled] == 1.0).all()
+    # fit_images: gray <-> RGB (ITU-R 601 luma, as kornia's rgb_to_grayscale) and antialiased resize, which keeps a
+    # flat image flat
+    rgb = torch.tensor([0.2, 0.6, 0.9])[None, :, None, None].expand(2, 3, 40, 48)
+    gray = io.fit_images(rgb, 1, (32, 32))
+    assert gray.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(gray, torch.full_like(gray, 0.299 * 0.2 + 0.587 * 0.6 + 0.114 * 0.9))
+    back = io.fit_images(gray, 3, (16, 24))
+    assert back.shape == (2, 3, 16, 24)
+    torch.testing.assert_close(back, gray[:, :1, :16, :24].expand(-1, 3, -1, -1))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +190,36 @@ def test_metrics_stay_on_gpu(lpips_weights):
     for key in cpu:
         assert gpu[key].device.type == "cuda", key
         torch.testing.assert_close(gpu[key].cpu(), cpu[key], rtol=1e-3, atol=1e-4)
+
+
+def test_compute_all_serves_runs_and_experiments(lpips_weights):
+    """One bundle for every caller: LPIPS keys from a {key: net} mapping, colourfulness optional."""
+    x_hat, x = rand_pair(b=2, h=64, w=64, dtype=torch.float32)
+    m = compute_all(x_hat, x, lpips_nets={"lpips": "alex"}, colour=False)
+    assert set(m) == {"psnr", "ssim", "lpips"}
+    torch.testing.assert_close(m["lpips"], lpips(x_hat, x, net="alex"))
+    assert set(compute_all(x_hat, x, lpips_nets=(), colour=False)) == {"psnr", "ssim"}
+    with pytest.raises(TypeError, match=r"write \('alex',\)"):
+        compute_all(x_hat, x, lpips_nets="alex")
+    with pytest.raises(ValueError, match="on_missing must be one of"):
+        compute_all(x_hat, x, on_missing="ignore")
+
+
+def test_missing_lpips_weights_raise_skip_or_warn_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVSCORE_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    clear_lpips_cache()
+    try:
+        x_hat, x = rand_pair(b=2, dtype=torch.float32)
+        with pytest.raises(MissingWeightsError, match="setup_lpips"):
+            compute_all(x_hat, x)
+        assert set(compute_all(x_hat, x, on_missing="skip")) == {"psnr", "ssim", "colorfulness"}
+        with pytest.warns(UserWarning, match="LPIPS unavailable.*python -m invscore.metrics.setup_lpips"):
+            m = compute_all(x_hat, x, lpips_nets={"lpips": "alex"}, on_missing="warn")
+        assert "lpips" not in m and set(m) == {"psnr", "ssim", "colorfulness"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the second batch of a run stays quiet
+            assert "lpips" not in compute_all(x_hat, x, lpips_nets={"lpips": "alex"}, on_missing="warn")
+    finally:
+        monkeypatch.undo()
+        clear_lpips_cache()

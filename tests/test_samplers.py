@@ -67,14 +67,90 @@ def test_nfe_counts_and_callback():
     assert res.nfe == 10 and len(res.trajectory) == 10
 
 
-def test_seeded_and_batch_independent():
-    """Same generator seed -> same samples; float32 works; start states stay on the caller's device."""
+def _noise_kind(method):
+    """How a registered sampler uses randomness after its start state (read off its function and options)."""
+    fn, kw = S.SAMPLERS[method]
+    if fn is S.sample_rk45:
+        return "adaptive"  # deterministic, step sizes from one error norm over the whole batch
+    if fn is S.sample_pc:
+        return "coupled" if kw.get("corrector", "langevin") != "none" else "noisy"
+    if fn is S.sample_ddim and kw.get("eta", 0.0) > 0:
+        return "noisy"
+    if fn in (S.sample_euler, S.sample_heun, S.sample_ddim):
+        return "deterministic"
+    return "unknown"
+
+
+@pytest.mark.parametrize("method", list(S.SAMPLERS))
+def test_seeded_and_batch_independent(method):
+    """(a) The same generator seed gives identical samples and the global RNG is untouched (all randomness
+    comes from the generator); a stochastic sampler gives other samples for another seed, a deterministic
+    one the same. (b) Batch independence, as far as it holds — every stochastic step draws its noise for the
+    whole batch from the one generator, so the noise row i gets depends on the batch's size and on i, and
+    running row i alone is *not* the same draw; what holds:
+      - fixed-grid ODE/DDIM(η=0) samplers: row i run alone, or with the other rows' start states replaced,
+        gives the same row (to rounding);
+      - rk45 picks its steps from one error norm over the batch: row i alone agrees to within the tolerance;
+      - noisy predictors without a corrector: replacing the other rows' start states leaves row i
+        bit-for-bit unchanged (same noise tensor, row-wise update);
+      - 'pc' (Langevin corrector): its step size uses batch-mean norms (Song et al.'s code, see
+        invscore.samplers.pc.langevin), so row i *does* change with the other rows — by design.
+    (c) The output lies on the start state's device (CPU, and CUDA where present) and dtype (float32 and
+    float64, with a prior of that dtype), called directly and through S.sample."""
     from conftest import mixture_2d
-    gm = mixture_2d().float()
-    model = Diffusion(gm, VPSDE())
-    r1 = S.sample(model, (16, 2), method="ancestral", steps=20, generator=torch.Generator().manual_seed(5))
-    r2 = S.sample(model, (16, 2), method="ancestral", steps=20, generator=torch.Generator().manual_seed(5))
-    assert r1.x.dtype == torch.float32 and torch.equal(r1.x, r2.x)
+    fn, kw = S.SAMPLERS[method]
+    kind = _noise_kind(method)
+    B, steps, i = 6, 8, 2
+
+    def run(model, start, seed=5):
+        g = torch.Generator(start.device).manual_seed(seed)
+        if fn is S.sample_rk45:  # loose tolerances: 37 evaluations instead of the defaults' 61
+            return fn(model, start, generator=g, **{"rtol": 1e-3, "atol": 1e-3, **kw}).x
+        return fn(model, start, S.time_grid(model.sde, steps, device=start.device, dtype=start.dtype),
+                  generator=g, **kw).x
+
+    model = Diffusion(mixture_2d(), VPSDE())
+    x = torch.randn(B, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # (a)
+    rng = torch.get_rng_state()
+    r1 = run(model, x)
+    assert torch.equal(r1, run(model, x)), method
+    assert torch.equal(torch.get_rng_state(), rng), "a sampler drew from the global RNG"
+    if kind in ("noisy", "coupled"):
+        assert not torch.allclose(r1, run(model, x, seed=6)), "another seed gave the same samples"
+    elif kind in ("deterministic", "adaptive"):
+        assert torch.equal(r1, run(model, x, seed=6))
+    # (b)
+    others = x.clone()
+    rows = [j for j in range(B) if j != i]
+    others[rows] = 3 * torch.randn(B - 1, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    if kind == "deterministic":
+        torch.testing.assert_close(run(model, x[i:i + 1])[0], r1[i], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(run(model, others)[i], r1[i], rtol=1e-12, atol=1e-12)
+    elif kind == "adaptive":  # per-step rtol = atol = 1e-3 (see run); the rows differ by 6e-3 here
+        torch.testing.assert_close(run(model, x[i:i + 1])[0], r1[i], rtol=1e-2, atol=1e-2)
+    elif kind == "noisy":
+        assert torch.equal(run(model, others)[i], r1[i])
+    elif kind == "coupled":
+        assert not torch.allclose(run(model, others)[i], r1[i]), "pc's rows became independent: update this test"
+    # (c)
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for dtype in (torch.float32, torch.float64):
+            m = Diffusion(mixture_2d().to(device=device, dtype=dtype), VPSDE())
+            start = x.to(device=device, dtype=dtype)
+            out = r1 if (device, dtype) == ("cpu", torch.float64) else run(m, start)
+            assert out.dtype == dtype and out.device == start.device, (device, dtype, out.dtype, out.device)
+            res = S.sample(m, (B, 2), method=method, steps=steps, generator=torch.Generator(device).manual_seed(5),
+                           device=device, dtype=dtype)
+            assert res.x.dtype == dtype and res.x.device.type == device and res.x.shape == (B, 2)
+            assert torch.isfinite(res.x).all()
+
+
+def test_float32_start_with_a_float64_prior_stays_float32():
+    from conftest import mixture_2d
+    res = S.sample(Diffusion(mixture_2d(), VPSDE()), (4, 2), method="ddim", steps=3, dtype=torch.float32,
+                   generator=torch.Generator().manual_seed(0))
+    assert res.x.dtype == torch.float32
 
 
 def test_bad_inputs_speak():

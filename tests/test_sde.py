@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from invscore.sde import SubVPSDE, VESDE, VPSDE, make_sde
+from invscore.sde import EDMSDE, SubVPSDE, VESDE, VPSDE, make_sde
 
-SDES = [VPSDE(), SubVPSDE(), VESDE(sigma_min=0.01, sigma_max=50.0)]
-IDS = ["vp", "subvp", "ve"]
+SDES = [VPSDE(), SubVPSDE(), VESDE(sigma_min=0.01, sigma_max=50.0), EDMSDE()]
+IDS = ["vp", "subvp", "ve", "edm"]
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)
@@ -88,6 +88,23 @@ def test_reverse_and_probability_flow():
     torch.testing.assert_close(d_rev, f + g**2 * x)
     torch.testing.assert_close(d_pf, f + 0.5 * g**2 * x)
     assert float(g_pf) == 0 and float(g_rev) == float(g)
+    # the discrete reverse-diffusion step (eq. 46): mean x − f_i + G_i² s, noise G_i
+    dt = torch.tensor(0.01, dtype=torch.float64)
+    f_i, G_i = sde.discretize(x, t, dt)
+    m, G = sde.reverse(score).step(x, t, dt)
+    torch.testing.assert_close(m, x - f_i - G_i**2 * x)
+    assert float(G) == float(G_i)
+
+
+def test_edm_sde_is_sigma_equals_t():
+    """Karras et al. 2022: σ(t) = t, s(t) = 1, so the PF velocity is (x − D(x; t))/t (eq. 4)."""
+    sde, t = make_sde("edm"), torch.tensor(3.0, dtype=torch.float64)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    assert (sde.T, sde.t_min, sde.prior_std) == (80.0, 0.002, 80.0)
+    assert float(sde.sigma(t)) == float(sde.ratio(t)) == 3.0 and float(sde.ratio_to_t(t)) == 3.0
+    x0 = 0.5 * x  # any denoiser output D(x; t)
+    v, _ = sde.reverse(lambda x, t: (x0 - x) / t**2, probability_flow=True).sde(x, t)
+    torch.testing.assert_close(v, (x - x0) / t)
 
 
 def test_make_sde_and_bad_parameters():

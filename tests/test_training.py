@@ -63,7 +63,47 @@ def test_training_lowers_loss(tmp_path):
     assert s["steps"] == 40
     assert _fixed_loss(trained, x) < 0.7 * _fixed_loss(fresh, x)
     out = heun_preview(trained, (2, 1, 16, 16), steps=4, generator=torch.Generator().manual_seed(0))
-    assert out.shape == (2, 1, 16, 16) and torch.isfinite(out).all()
+    assert out.shape == (2, 1, 16, 16) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    # the preview is EDM's Algorithm 1 (Karras et al. 2022): Heun between the eq. 5 noise levels, float64 state
+    torch.testing.assert_close(out, _edm_heun(trained, (2, 1, 16, 16), 4, seed=0), rtol=1e-5, atol=1e-5)
+
+
+def _edm_heun(den, shape, steps, seed, sigma_min=0.002, sigma_max=80.0, rho=7.0):
+    """Karras et al. 2022, Algorithm 1 written out: σ_i of eq. 5 (i < steps), x_0 = σ_max z, a Heun step from
+    each σ_i to σ_{i+1}, then the last Euler step to σ = 0, which is D(x; σ_min)."""
+    i = torch.arange(steps, dtype=torch.float64)
+    sig = (sigma_max ** (1 / rho) + i / (steps - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    x = sigma_max * torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def D(v, s):
+        with torch.no_grad():
+            return den(v.float(), torch.full((shape[0],), float(s))).double()
+
+    for a, b in zip(sig[:-1], sig[1:]):
+        d = (x - D(x, a)) / a
+        x_euler = x + (b - a) * d
+        x = x + (b - a) * 0.5 * (d + (x_euler - D(x_euler, b)) / b)
+    return D(x, sig[-1]).float()
+
+
+def test_heun_preview_is_edm_algorithm_1():
+    """heun_preview (invscore.samplers' Heun on the σ(t) = t SDE, final Tweedie step) against Karras et al.
+    2022, Algorithm 1 written out: eq. 5 noise levels, Heun steps and the last Euler step to σ = 0."""
+    def den(x, s):  # the exact denoiser of N(0, I) data: E[x0 | x] = x / (1 + σ²)
+        return x / (1 + s.reshape(-1, *[1] * (x.ndim - 1)) ** 2)
+    steps, shape, rho = 6, (3, 1, 4, 4), 7.0
+    i = torch.arange(steps, dtype=torch.float64)
+    t = (80 ** (1 / rho) + i / (steps - 1) * (0.002 ** (1 / rho) - 80 ** (1 / rho))) ** rho
+    t = torch.cat([t, torch.zeros(1, dtype=torch.float64)])
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * t[0]
+    for k in range(steps):
+        d = (x - den(x, t[k])) / t[k]
+        x_next = x + (t[k + 1] - t[k]) * d
+        if t[k + 1] > 0:
+            x_next = x + (t[k + 1] - t[k]) * 0.5 * (d + (x_next - den(x_next, t[k + 1])) / t[k + 1])
+        x = x_next
+    out = heun_preview(den, shape, steps=steps, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(out, x.float(), rtol=1e-5, atol=1e-6)
 
 
 def test_resume_restores_state_exactly(tmp_path):

@@ -153,8 +153,15 @@ class ProjectionMethod(Method):
         return sample_pc(model, x, ts, predictor="reverse_diffusion", **self.options, **kw)
 
 
+class _DDIMMethod(Method):
+    """Terms around DDIM(η) (Song, Meng & Ermon 2021, eq. 12)."""
+
+    def sample(self, model, x, ts, **kw):
+        return sample_ddim(model, x, ts, eta=self.options["eta"], **kw)
+
+
 @register_method
-class DDRMMethod(Method):
+class DDRMMethod(_DDIMMethod):
     """DDRM (Kawar et al. 2022, eq. 7–8) as a correction after a DDIM(η) step (:class:`DDRMCorrection`)."""
 
     name, needs, steps = "ddrm", "svd", 50
@@ -163,9 +170,6 @@ class DDRMMethod(Method):
 
     def terms(self, op, y, sigma_y):
         return [DDRMCorrection(op, y, sigma_y, eta=self.options["eta"], eta_b=self.options["eta_b"])]
-
-    def sample(self, model, x, ts, **kw):
-        return sample_ddim(model, x, ts, eta=self.options["eta"], **kw)
 
 
 @register_method
@@ -184,15 +188,8 @@ class DPSMethod(Method):
         return sample_pc(model, x, ts, predictor="ancestral", corrector="none", return_mean=False, **kw)
 
 
-class _DDIMGuided(Method):
-    """A score term inside DDIM(η) (Song, Meng & Ermon 2021, eq. 12)."""
-
-    def sample(self, model, x, ts, **kw):
-        return sample_ddim(model, x, ts, eta=self.options["eta"], **kw)
-
-
 @register_method
-class PiGDMMethod(_DDIMGuided):
+class PiGDMMethod(_DDIMMethod):
     """ΠGDM (Song, Vahdat, Mardani & Kautz 2023, eq. 7–8) inside DDIM(η): one VJP per step (:class:`PiGDM`)."""
 
     name, needs, steps, vjp_per_step = "pigdm", "linear", 50, 1
@@ -204,7 +201,7 @@ class PiGDMMethod(_DDIMGuided):
 
 
 @register_method
-class MMPSMethod(_DDIMGuided):
+class MMPSMethod(_DDIMMethod):
     """MMPS (Rozet et al. 2024, Sec. 3) inside DDIM(η) on the EDM grid: Tweedie's covariance solved by
     ``cg_iters`` conjugate-gradient steps (:class:`MMPS`)."""
 

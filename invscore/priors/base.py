@@ -164,7 +164,8 @@ class Diffusion:
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
         a = bcast(self.sde.alpha(t), x)
         self.nfe += 1
-        return self.prior.denoise(x / a, per_sample(self.sde.ratio(t), x))
+        # a float64 closed-form prior must not promote a float32 state: the sampler's dtype is the caller's
+        return self.prior.denoise(x / a, per_sample(self.sde.ratio(t), x)).to(x.dtype)
 
     def score_from_x0(self, x, t, x0):
         """``(alpha x0 − x) / sigma²``: the score implied by a Tweedie estimate (no network call)."""

@@ -129,13 +129,12 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path)
     k, batch, steps, method = int(cfg.samples), int(cfg.batch), int(cfg.steps), str(cfg.method.name)
     mine = sh.mine(math.ceil(len(names) / batch))
     bar = _progress(steps * len(mine), f"{cfg.task.name}/{method}", bool(cfg.quiet) or not sh.main)
-    state: dict = {}
     done = []
     try:
         for b in mine:
             y, res = _solve_batch(b, cfg, prior, op, x01, guidance, sh.device, bar)
             scored = score_batch(io.from_data(res.x.detach()).cpu(), x01[b * batch:(b + 1) * batch], y, op, names,
-                                 b * batch, k, int(cfg.grid_rows), state, run_dir)
+                                 b * batch, k, int(cfg.grid_rows), run_dir)
             done.append({"batch": b, **scored, "nfe": res.nfe, "seconds": res.seconds})
     finally:
         bar.close()

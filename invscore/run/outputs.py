@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -47,30 +46,20 @@ def measurement_view(op, y: torch.Tensor) -> torch.Tensor:
     return io.from_data(op.A_pinv(y))
 
 
-def _metrics(x_hat: torch.Tensor, x: torch.Tensor, state: dict) -> dict[str, torch.Tensor]:
-    from ..metrics import MissingWeightsError, lpips, psnr, ssim
-    out = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
-    if state.get("lpips", True):
-        try:
-            out["lpips"] = lpips(x_hat, x, net="alex")
-        except MissingWeightsError as exc:
-            state["lpips"] = False
-            warnings.warn(f"LPIPS unavailable ({str(exc).splitlines()[0]}); install its weights once with "
-                          "`python -m invscore.metrics.setup_lpips`", stacklevel=2)
-    return out
-
-
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return sum(values) / len(values) if values else None
 
 
-def score_batch(x_hat, x01, y, op, names, lo: int, k: int, grid_rows: int, state: dict, run_dir: Path) -> dict:
+def score_batch(x_hat, x01, y, op, names, lo: int, k: int, grid_rows: int, run_dir: Path) -> dict:
     """Score one batch of ``k`` samples per image (rows ``lo …`` of the input) against the ground truth
     ``x01`` and the pseudo-inverse baseline A⁺y, and write its sample PNGs; returns its metric rows and
-    its first grid rows. ``state`` remembers across batches whether LPIPS weights are available."""
-    per = _metrics(x_hat, x01.repeat_interleave(k, 0), state)
-    base = _metrics(io.from_data(op.A_pinv(y)).cpu(), x01, {"lpips": False})
+    its first grid rows. Without LPIPS weights the rows say ``lpips: None`` (and one warning says how to
+    install them)."""
+    from ..metrics import compute_all
+    per = compute_all(x_hat, x01.repeat_interleave(k, 0), lpips_nets={"lpips": "alex"}, colour=False,
+                      on_missing="warn")
+    base = compute_all(io.from_data(op.A_pinv(y)).cpu(), x01, lpips_nets=(), colour=False)
     samples = x_hat.view(x01.shape[0], k, *x_hat.shape[1:])
     view = measurement_view(op, y).cpu()
     rows, grid = [], []

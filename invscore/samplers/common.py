@@ -7,7 +7,7 @@ import torch
 
 from ..sde import SDE
 
-__all__ = ["SampleResult", "time_grid", "FiniteGuard", "check_start", "prepare"]
+__all__ = ["SampleResult", "time_grid", "FiniteGuard", "check_start", "prepare", "emit", "finish"]
 
 
 @dataclass
@@ -68,12 +68,14 @@ class FiniteGuard:
         self.ts, self.name, self.every = ts, name, every
 
     def update(self, i: int, x: torch.Tensor) -> None:
+        """Record step ``i`` as the first bad one if ``x`` has a NaN/inf (on the device)."""
         bad = ~torch.isfinite(x).all()
         self.first_bad = torch.where((self.first_bad < 0) & bad, torch.full_like(self.first_bad, i), self.first_bad)
         if (i + 1) % self.every == 0:
             self.check()
 
     def check(self) -> None:
+        """Raise FloatingPointError naming the first non-finite step, if any (one host sync)."""
         b = int(self.first_bad)
         if b >= 0:
             raise FloatingPointError(
@@ -96,3 +98,12 @@ def emit(callback, trajectory, keep, i, t, x, x0=None):
         callback({"i": i, "t": t, "x": x, "denoised": x0})
     if keep:
         trajectory.append(x.detach().clone())
+
+
+def finish(model, x, t, generator, denoise: bool = False):
+    """The state handed back at the grid's last time ``t``: with ``denoise`` first the Tweedie estimate
+    x̂0 = E[x0 | x_t] (Efron 2011; one more NFE) — for σ(t) = t the final Euler step to σ = 0 of Karras et
+    al. 2022, Algorithm 1 — then the model's final post-step (projections restore the measured part)."""
+    if denoise:
+        x = model.x0(x, t)
+    return model.post_step(x, t, generator, final=True)

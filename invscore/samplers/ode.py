@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import torch
 
-from ..sde import bcast, randn_like
-from .common import SampleResult, emit, prepare
+from ..sde import randn_like
+from .common import SampleResult, emit, finish, prepare
 from .pc import posterior_step
 
 __all__ = ["pf_velocity", "sample_euler", "sample_heun", "sample_rk45", "sample_ddim", "rk45"]
 
 
 def pf_velocity(model, x, t):
-    """Probability-flow velocity ``f(t) x − ½ g(t)² score(x, t)`` (Song et al. 2021, eq. 13)."""
-    return bcast(model.sde.f(t), x) * x - 0.5 * bcast(model.sde.g2(t), x) * model.score(x, t)
+    """Probability-flow velocity ``f(t) x − ½ g(t)² score(x, t)`` (Song et al. 2021, eq. 13), from
+    :meth:`SDE.reverse`."""
+    return model.sde.reverse(model.score, probability_flow=True).sde(x, t)[0]
 
 
 @torch.no_grad()
-def sample_euler(model, x, ts, generator=None, callback=None, return_trajectory=False) -> SampleResult:
-    """Euler's method on the probability-flow ODE: ``x ← x + v(x, t)(s − t)``; one NFE per step."""
+def sample_euler(model, x, ts, generator=None, callback=None, return_trajectory=False,
+                 denoise: bool = False) -> SampleResult:
+    """Euler's method on the probability-flow ODE: ``x ← x + v(x, t)(s − t)``; one NFE per step.
+    ``denoise``: return the Tweedie estimate at the last time (see :func:`~.common.finish`)."""
     ts, guard, nfe0 = prepare(model, x, ts, "euler")
     traj = []
     for i in range(len(ts) - 1):
@@ -32,13 +35,15 @@ def sample_euler(model, x, ts, generator=None, callback=None, return_trajectory=
         guard.update(i, x)
         emit(callback, traj, return_trajectory, i, s, x)
     guard.check()
-    return SampleResult(model.post_step(x, ts[-1], generator, final=True), model.nfe - nfe0, traj)
+    return SampleResult(finish(model, x, ts[-1], generator, denoise), model.nfe - nfe0, traj)
 
 
 @torch.no_grad()
-def sample_heun(model, x, ts, generator=None, callback=None, return_trajectory=False) -> SampleResult:
+def sample_heun(model, x, ts, generator=None, callback=None, return_trajectory=False,
+                denoise: bool = False) -> SampleResult:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1, deterministic): an Euler step, then the
-    trapezoidal correction ``x ← x + ½ (v(x, t) + v(x', s))(s − t)``; two NFE per step."""
+    trapezoidal correction ``x ← x + ½ (v(x, t) + v(x', s))(s − t)``; two NFE per step. ``denoise``: end
+    with the Tweedie estimate, Algorithm 1's last Euler step to σ = 0 (see :func:`~.common.finish`)."""
     ts, guard, nfe0 = prepare(model, x, ts, "heun")
     traj = []
     for i in range(len(ts) - 1):
@@ -50,14 +55,15 @@ def sample_heun(model, x, ts, generator=None, callback=None, return_trajectory=F
         guard.update(i, x)
         emit(callback, traj, return_trajectory, i, s, x)
     guard.check()
-    return SampleResult(model.post_step(x, ts[-1], generator, final=True), model.nfe - nfe0, traj)
+    return SampleResult(finish(model, x, ts[-1], generator, denoise), model.nfe - nfe0, traj)
 
 
 @torch.no_grad()
 def sample_ddim(model, x, ts, eta: float = 0.0, generator=None, callback=None,
-                return_trajectory=False) -> SampleResult:
+                return_trajectory=False, denoise: bool = False) -> SampleResult:
     """DDIM (Song, Meng & Ermon 2021, eq. 12) for any linear SDE; ``eta = 0`` is deterministic (a
-    first-order solver of the probability-flow ODE in the (σ/α) variable), ``eta = 1`` ancestral."""
+    first-order solver of the probability-flow ODE in the (σ/α) variable), ``eta = 1`` ancestral.
+    ``denoise``: return the Tweedie estimate at the last time (see :func:`~.common.finish`)."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     ts, guard, nfe0 = prepare(model, x, ts, "ddim")
@@ -71,7 +77,7 @@ def sample_ddim(model, x, ts, eta: float = 0.0, generator=None, callback=None,
         guard.update(i, x)
         emit(callback, traj, return_trajectory, i, s, x, x0)
     guard.check()
-    return SampleResult(model.post_step(x, ts[-1], generator, final=True), model.nfe - nfe0, traj)
+    return SampleResult(finish(model, x, ts[-1], generator, denoise), model.nfe - nfe0, traj)
 
 
 # Dormand–Prince 5(4) tableau (Dormand & Prince 1980; Hairer, Nørsett & Wanner, Table 5.2)

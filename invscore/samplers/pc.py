@@ -19,17 +19,15 @@ __all__ = ["PREDICTORS", "CORRECTORS", "sample_pc", "euler_maruyama", "reverse_d
 def euler_maruyama(model, x, t, s, generator=None):
     """Euler–Maruyama on the reverse SDE (eq. 6): ``x ← x − [f x − g² ∇log p_t] h + g √h z``, h = t − s."""
     h = t - s
-    drift, g = model.sde.sde(x, t)
-    drift = drift - bcast(g**2, x) * model.score(x, t)
+    drift, g = model.sde.reverse(model.score).sde(x, t)
     x_mean = x - drift * h
     return x_mean + bcast(g * torch.sqrt(h), x) * randn_like(x, generator), x_mean
 
 
 def reverse_diffusion(model, x, t, s, generator=None):
     """Reverse diffusion predictor (Song et al. eq. 46): ``x ← x − f_i + G_i² ∇log p_t + G_i z`` with the
-    forward chain's ``(f_i, G_i)`` from :meth:`SDE.discretize`."""
-    f, G = model.sde.discretize(x, t, t - s)
-    x_mean = x - f + bcast(G**2, x) * model.score(x, t)
+    forward chain's ``(f_i, G_i)`` from :meth:`SDE.discretize` (:meth:`ReverseSDE.step`)."""
+    x_mean, G = model.sde.reverse(model.score).step(x, t, t - s)
     return x_mean + bcast(G, x) * randn_like(x, generator), x_mean
 
 
