@@ -281,11 +281,8 @@ def train(args, data=None) -> dict[str, Any]:
 def _by_sigma(x_test: torch.Tensor, seed: int, score) -> dict[str, float]:
     """``score(x0 + σn, σ)`` for each σ of EVAL_SIGMAS, the noise n from one seeded stream."""
     g = torch.Generator().manual_seed(seed)
-    res = {}
-    for s in EVAL_SIGMAS:
-        n = torch.randn(x_test.shape, generator=g)
-        res[f"{s:g}"] = score(x_test + s * n, torch.full((x_test.shape[0],), s))
-    return res
+    return {f"{s:g}": score(x_test + s * torch.randn(x_test.shape, generator=g), torch.full((x_test.shape[0],), s))
+            for s in EVAL_SIGMAS}
 
 
 @torch.no_grad()
@@ -304,9 +301,10 @@ def evaluate_classifier(clf: nn.Module, x_test: torch.Tensor, y_test: torch.Tens
 def evaluate_inpainting(denoiser: nn.Module, x_test: torch.Tensor, n_samples: int = 8, steps: int = 40,
                         seed: int = 0) -> dict[str, float]:
     """Held-out sanity check against a classical baseline (docs/architecture.md): fill a centred 16×16 box by
-    projection inside the EDM Heun sampler (Song et al. 2021 imputation, :class:`~invscore.conditional.Projection`:
-    after each step the known pixels are reset to x0 + σ_{k+1}·z) and compare the PSNR of the mean of `n_samples` samples with
-    scikit-image's biharmonic inpainting (both in [0, 1])."""
+    projection inside the EDM Heun sampler (Song et al. 2021 imputation,
+    :class:`~invscore.conditional.Projection`: after each step the known pixels are reset to x0 + σ_{k+1}·z)
+    and compare the PSNR of the mean of `n_samples` samples with scikit-image's biharmonic inpainting (both
+    in [0, 1])."""
     from operators import Mask, center_box_mask
     from skimage.restoration import inpaint_biharmonic
     from .conditional.measurement import Projection
