@@ -12,7 +12,7 @@ import traceback
 import numpy as np
 import torch
 
-from invscore.conditional import solve
+from invscore.conditional import get_method, solve
 from invscore.conditional.smc import sample_smc
 from invscore.priors import Diffusion
 from invscore.samplers import sample_ddim, time_grid
@@ -58,7 +58,7 @@ def plan_problem(sweep_rows, d, d_y):
                             plan.append((lib, "smc", nfe, f"particles={k},steps={steps}"))
                         plan.append((lib, "smc_edm", nfe, f"particles={k},steps={steps},grid=edm"))
                     else:
-                        steps = nfe // 2 if method == "projection" else nfe
+                        steps = nfe // get_method(method).cost().nfe  # the registry's NFE per step
                         plan.append((lib, method, nfe, f"steps={steps}"))
                 else:
                     at = [r for r in lr if r["method"] == method and r["nfe"] == nfe]

@@ -155,6 +155,11 @@ class ReverseSDE:
         mean = x - f + self._w * bcast(G**2, x) * self.score_fn(x, t)
         return mean, torch.zeros_like(G) if self.probability_flow else G
 
+    def discretize(self, x: torch.Tensor, t: torch.Tensor, dt: torch.Tensor):
+        """Song et al.'s form of :meth:`step`: ``(rev_f, rev_G)`` with ``x_{t−dt} = x − rev_f + rev_G z``."""
+        mean, G = self.step(x, t, dt)
+        return x - mean, G
+
 
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, from ``generator`` (on ``x``'s device and dtype)."""

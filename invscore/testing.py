@@ -53,8 +53,12 @@ class MixtureProblem:
     A: torch.Tensor
     x: torch.Tensor
     y: torch.Tensor
-    sigma_y: float
     posterior: GaussianMixture
+
+    @property
+    def sigma_y(self) -> float:
+        """The measurement noise, read from its one home: the operator's noise model."""
+        return self.operator.sigma_y
 
 
 def mixture_problem(d: int, d_y: int, seed: int = 0, sigma_y: float | None = None) -> MixtureProblem:
@@ -71,7 +75,7 @@ def mixture_problem(d: int, d_y: int, seed: int = 0, sigma_y: float | None = Non
     x = prior.sample(1, generator=g)
     y = x @ A.T + sig * torch.randn(1, d_y, generator=g, dtype=torch.float64)
     op = DenseOperator(A, noise=GaussianNoise(sig))
-    return MixtureProblem(prior, op, A, x, y, sig, mixture_posterior(prior, A, y[0], sig))
+    return MixtureProblem(prior, op, A, x, y, mixture_posterior(prior, A, y[0], sig))
 
 
 def posterior_references(problem: MixtureProblem, n: int, steps: int, seed: int = 0, n_proj: int = 200):

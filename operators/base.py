@@ -81,15 +81,12 @@ class Operator(nn.Module):
     def _A(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement _A(x), the forward map")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Noise-free forward map A(x)."""
-        self.check_input(x)
-        return self._A(x)
-
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """Noise-free forward map A(x) (same as calling the module)."""
         self.check_input(x)
         return self._A(x)
+
+    forward = A  # nn.Module's __call__: op(x) is A(x)
 
     @property
     def sigma_y(self) -> float:

@@ -78,15 +78,21 @@ class Mask(SVDOperator):
         return float(self.mask.mean())
 
 
-def center_box_mask(img_size, box: int | tuple[int, int] | None = None, ratio: float = 0.25) -> torch.Tensor:
+#: the defaults of the masks' parameters (their one home; operators.make reads them from here)
+CENTER_RATIO = 0.25  # missing area of the centre box: half the side, DPS's 128² box in a 256² image
+MISSING_RATIO = 0.7  # missing pixels of the random mask (DPS: 0.7 or 0.92)
+
+
+def center_box_mask(img_size, box: int | tuple[int, int] | None = None, ratio: float = CENTER_RATIO) -> torch.Tensor:
     """Mask (1, H, W) with a missing box at the centre: ``box`` (side, or (height, width)) if given, else
-    the box whose area is the fraction ``ratio`` of the image, sides round(√ratio · H) × round(√ratio · W)
-    (the default 0.25 is half the side, DPS's 128² box in a 256² image)."""
+    the box whose area is the fraction ``ratio`` of the image, sides ⌊√ratio · H⌋ × ⌊√ratio · W⌋ (so the
+    default, :data:`CENTER_RATIO`, is H//2 × W//2 on odd sizes too)."""
     _, h, w = _img_size(img_size)
     if box is None:
         if not 0.0 < float(ratio) < 1.0:
             raise ValueError(f"the centre box's area ratio must be in (0, 1), got {ratio}")
-        bh, bw = (max(1, round(math.sqrt(float(ratio)) * n)) for n in (h, w))
+        # floor, with a hair of slack so that e.g. √0.36 · 10 = 5.999… still gives 6
+        bh, bw = (max(1, math.floor(math.sqrt(float(ratio)) * n + 1e-9)) for n in (h, w))
     else:
         bh, bw = (box, box) if isinstance(box, int) else tuple(box)
     return box_mask(img_size, (h - bh) // 2, (w - bw) // 2, bh, bw)
@@ -103,7 +109,7 @@ def box_mask(img_size, top: int, left: int, height: int, width: int) -> torch.Te
     return m
 
 
-def random_mask(img_size, missing_ratio: float = 0.7, generator: torch.Generator | None = None,
+def random_mask(img_size, missing_ratio: float = MISSING_RATIO, generator: torch.Generator | None = None,
                 per_channel: bool = False, seed: int | None = None) -> torch.Tensor:
     """Mask with each pixel missing independently with probability ``missing_ratio`` (DPS uses 0.7 or 0.92).
 

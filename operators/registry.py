@@ -16,7 +16,7 @@ from .blur import Blur, BlurFFT
 from .color import LUMA_WEIGHTS, Grayscale
 from .dense import DenseOperator
 from .kernels import gaussian_kernel, motion_kernel
-from .masks import Mask, box_mask, center_box_mask, half_mask, mask_from_file, random_mask
+from .masks import CENTER_RATIO, MISSING_RATIO, Mask, box_mask, center_box_mask, half_mask, mask_from_file, random_mask
 from .resize import AvgPool, Bicubic
 
 __all__ = ["make", "available", "register", "defaults"]
@@ -65,7 +65,7 @@ def _odd_at_most(size: int, limit: int) -> int:
 
 
 @register("inpaint_center")
-def _inpaint_center(img_size=DEFAULT_SIZE, ratio=0.25, box=None, noise=None, dtype=None):
+def _inpaint_center(img_size=DEFAULT_SIZE, ratio=CENTER_RATIO, box=None, noise=None, dtype=None):
     return Mask(center_box_mask(img_size, box, ratio), img_size[0], noise, dtype)
 
 
@@ -79,7 +79,7 @@ def _inpaint_box(img_size=DEFAULT_SIZE, top=None, left=None, height=None, width=
 
 
 @register("inpaint_random")
-def _inpaint_random(img_size=DEFAULT_SIZE, missing_ratio=0.7, seed=0, generator=None, per_channel=False,
+def _inpaint_random(img_size=DEFAULT_SIZE, missing_ratio=MISSING_RATIO, seed=0, generator=None, per_channel=False,
                     noise=None, dtype=None):
     m = random_mask(img_size, missing_ratio, _gen(seed, generator), per_channel)
     return Mask(m, img_size[0], noise, dtype)

@@ -28,10 +28,10 @@ def _priors() -> list[str]:
 
 def _methods() -> list[str]:
     from ..conditional import METHODS
-    rows = [f"  {'name':<11} {'steps':>5} {'grid':<8} {'operator':<7} {'NFE/step':>8} {'VJP/step':>8}  what"]
+    rows = [f"  {'name':<11} {'steps':>5} {'grid':<8} {'operator':<8} {'NFE/step':>8} {'VJP/step':>8}  what"]
     for name, cls in METHODS.items():
         m, c = cls(), cls().cost()
-        rows.append(f"  {name:<11} {m.steps:>5} {m.grid:<8} {m.needs:<7} {c.nfe:>8} {c.vjp:>8}  {m.description}")
+        rows.append(f"  {name:<11} {m.steps:>5} {m.grid:<8} {m.needs:<8} {c.nfe:>8} {c.vjp:>8}  {m.description}")
         if m.defaults:
             rows.append(f"  {'':<11} options: " + ", ".join(f"{k}={v}" for k, v in m.defaults.items()))
     return rows

@@ -63,7 +63,8 @@ class Method:
 
     # --- facts ---------------------------------------------------------------------------------------
     def cost(self) -> Cost:
-        """Network evaluations and backward passes per step and image (may depend on the options)."""
+        """Network evaluations and backward passes per step and image: the class attributes
+        ``nfe_per_step``, ``vjp_per_step``; a method whose cost depends on its options overrides this."""
         return Cost(self.nfe_per_step, self.vjp_per_step)
 
     def nfe(self, steps: int | None = None) -> int:

@@ -117,7 +117,8 @@ def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar):
                     grid=cfg.method.get("grid"), sde=str(cfg.sde), generator=g_sample, guidance=guidance,
                     callback=lambda _: bar.update(1), **_plain(cfg.method.get("options")))
     except (ValueError, TypeError) as exc:
-        raise UserError(f"method {method!r}: {exc}") from None
+        msg = str(exc)
+        raise UserError(msg if msg.startswith(f"method {method!r}") else f"method {method!r}: {msg}") from None
     except FloatingPointError as exc:
         raise UserError(str(exc)) from None
     return y, res
