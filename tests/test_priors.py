@@ -255,3 +255,28 @@ def test_gaussian_posterior_with_isotropic_covariance():
     mean, cov = prior.posterior(A, torch.ones(2, dtype=torch.float64), 1.0)
     torch.testing.assert_close(mean, torch.tensor([2 / 3, 2 / 3, 0.0], dtype=torch.float64))
     torch.testing.assert_close(cov.diag(), torch.tensor([2 / 3, 2 / 3, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["x0", "eps", "v", "score"])
+@pytest.mark.parametrize("time_input", ["step", "step_nearest"])
+def test_parametrisation_adapters_invert_on_a_discrete_schedule(kind, time_input):
+    """The exact network of mixture_2d conditioned on the DDPM step (t = (i+1)/N): 'step' is exact at any sigma,
+    'step_nearest' at sigmas of trained steps; both refuse a continuous SDE."""
+    from conftest import mixture_2d
+    from invscore.sde import DiscreteVPSDE
+
+    class StepNet(_ExactNet):
+        def forward(self, xt, c):
+            return super().forward(xt, self.sde.step_to_t(c))
+
+    gm, sde = mixture_2d(), DiscreteVPSDE.schedule("linear")
+    net = StepNet(gm, sde, kind, "t")
+    prior = NetworkPrior(net, sde, parametrization=kind, time_input=time_input)
+    x = 2 * torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    steps = [3.0, 200.0, 900.0] if time_input == "step_nearest" else [3.4, 200.0, 900.7]
+    for i in steps:
+        sig = sde.ratio(sde.step_to_t(torch.full((6,), i, dtype=torch.float64)))
+        torch.testing.assert_close(prior.denoise(x, sig), gm.denoise(x, sig), rtol=1e-6, atol=1e-8)
+    assert not any(p.requires_grad for p in prior.parameters())
+    with pytest.raises(ValueError, match="discrete-schedule SDE"):
+        NetworkPrior(net, VPSDE(), parametrization=kind, time_input=time_input)

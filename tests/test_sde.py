@@ -115,3 +115,18 @@ def test_make_sde_and_bad_parameters():
         VESDE(sigma_min=5, sigma_max=1)
     with pytest.raises(ValueError, match="outside the SDE's range"):
         VPSDE().check_t(torch.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_discrete_vp_keeps_the_sde_promises(kind):
+    """DiscreteVPSDE (a DDPM table as VP) passes the generic checks above: simulated marginals, the exact
+    transition, ratio inversion, prior; its f, g² are checked inside steps in tests/test_discrete.py (they jump
+    at the knots, so the central differences above would straddle them)."""
+    from invscore.sde import DiscreteVPSDE
+    sde = DiscreteVPSDE.schedule(kind)
+    test_marginals_match_simulated_forward_sde(sde)
+    test_ratio_inverts(sde)
+    test_discretize_is_the_exact_transition(sde)
+    test_prior_sampling_and_logp(sde)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(sde.alpha(t) ** 2 + sde.sigma(t) ** 2, torch.ones_like(t))

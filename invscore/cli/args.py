@@ -67,8 +67,9 @@ def _methods() -> list[str]:
 
 def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g = p.add_argument_group("common")
-    g.add_argument("--prior", help="shipped prior name or a .safetensors checkpoint path "
-                                   "(default: fashion_mnist; emoji for colorize)")
+    g.add_argument("--prior", help="shipped prior name, a .safetensors checkpoint path, or FORMAT:PATH for a "
+                                   "checkpoint of the field (`list priors` shows the formats; default: "
+                                   "fashion_mnist; emoji for colorize)")
     if not generate:
         g.add_argument("--image", help="an image file or a folder of images (default: the prior's shipped test images)")
         g.add_argument("--dataset", help="an invscore.data dataset name (its test split) or folder:/path")

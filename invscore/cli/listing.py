@@ -23,6 +23,9 @@ def _priors() -> list[str]:
         rows.append("  (none shipped yet: pass --prior PATH to a .safetensors checkpoint, "
                     "or train one with `python -m invscore train`)")
     rows.append(f"  shipped test-image sets: {', '.join(shipped_test_sets()) or 'none'}")
+    from ..priors.formats import available_formats
+    for name, desc in available_formats().items():
+        rows.append(f"  --prior {name + ':PATH':<16} {desc}")
     return rows
 
 

@@ -13,6 +13,20 @@ from invscore.metrics.pixel import colorfulness, psnr, ssim
 from invscore.metrics.weights import SETUP_COMMAND, MissingWeightsError
 
 ON_MISSING = ("raise", "warn", "skip")
+#: the smallest side LPIPS's trunks take (AlexNet's strides and pools leave nothing of a 16×16 image)
+_MIN_SIDE = 32
+
+
+def _sized(out: dict, key: str, fn, too_small: bool, on_missing: str) -> None:
+    """``out[key] = fn()`` unless the images are too small for the metric: then raise or leave it out."""
+    if not too_small:
+        out[key] = fn()
+        return
+    msg = f"{key} is not defined for images this small (SSIM needs 11×11, LPIPS {_MIN_SIDE}×{_MIN_SIDE}); left out"
+    if on_missing == "raise":
+        raise ValueError(msg)
+    if on_missing == "warn":
+        warnings.warn(msg, stacklevel=3)
 
 
 def _lpips_keys(lpips_nets: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
@@ -33,12 +47,20 @@ def compute_all(x_hat: Tensor, x: Tensor, lpips_nets: Sequence[str] | Mapping[st
     0 for gray). ``lpips_nets`` is a tuple of backbones ('alex', 'vgg'), keyed 'lpips_<net>', or a
     mapping {key: backbone}, e.g. {'lpips': 'alex'}. Without installed LPIPS weights ``on_missing``
     decides: 'raise' the MissingWeightsError, 'skip' the LPIPS keys, or 'warn' once per backbone (until
-    ``clear_lpips_cache()``) and skip them. Each value has shape (B,) and lies on the inputs' device.
+    ``clear_lpips_cache()``) and skip them. The same choice covers images too small for a metric (SSIM's
+    11×11 window; LPIPS's AlexNet/VGG trunks need about 32×32): 'raise', or leave that key out (with a
+    warning under 'warn'), so a finished run is never lost to its scoring. Each value has shape (B,) and
+    lies on the inputs' device.
     """
     if on_missing not in ON_MISSING:
         raise ValueError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}")
-    out = {"psnr": psnr(x_hat, x), "ssim": ssim(x_hat, x)}
+    out = {"psnr": psnr(x_hat, x)}
+    small = min(x.shape[-2:]) < _MIN_SIDE
+    _sized(out, "ssim", lambda: ssim(x_hat, x), min(x.shape[-2:]) < 11, on_missing)
     for key, net in _lpips_keys(lpips_nets).items():
+        if small:
+            _sized(out, key, None, True, on_missing)
+            continue
         if on_missing == "warn" and net in MISSING_REPORTED:
             continue
         try:

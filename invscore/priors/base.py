@@ -91,8 +91,23 @@ class NetworkPrior(Prior):
 
     ``time_input`` maps the native time to the network's conditioning: ``'t'`` (continuous time),
     ``'sigma'`` (the native std, as NCSN/NCSN++ VE models), ``'ddpm'`` (``t·(N−1)`` for N-step DDPM
-    models), or a callable ``(t, sde) -> tensor``. A VE query ``(x, sigma)`` becomes the native time
-    ``t = sde.ratio_to_t(sigma)`` and input ``a(t)·x``.
+    models under a continuous VPSDE), or a callable ``(t, sde) -> tensor``. A VE query ``(x, sigma)`` becomes
+    the native time ``t = sde.ratio_to_t(sigma)`` and input ``a(t)·x``.
+
+    For a model trained on a discrete schedule (an SDE with ``timestep``, i.e.
+    :class:`~invscore.sde.DiscreteVPSDE`) two more, between which the trade-off is exactness of the noise
+    level against exactness of the conditioning:
+
+    - ``'step'``: the network gets the fractional step ``sde.timestep(t)`` and ``a(t)``, ``s(t)`` are exact at
+      ``t``, so the noise level of ``a(t)·x`` is exactly the query's; between trained steps the network sees a
+      non-integer step it was never trained on (its time embedding interpolates; for standard sinusoidal
+      embeddings this is smooth and harmless, and exact for a network that interpolates its table).
+    - ``'step_nearest'``: ``t`` is snapped to the nearest trained step ``t_i`` (``i = round(timestep(t))``), the
+      network gets the integral step ``i`` (a float tensor of whole numbers; ``.long()`` it if the network
+      wants integers) and ``a(t_i)``, ``s(t_i)`` are used throughout: the network is evaluated exactly where it
+      was trained, but the query's noise level is then off by up to half a step (``x·a(t_i)`` carries noise
+      ``a(t_i)·sigma`` where the network assumes ``s(t_i)``). Exact on the trained grid; samplers whose
+      times lie on the grid (e.g. ``time_grid`` 'uniform' with N/steps integral) lose nothing.
     """
 
     def __init__(self, net: nn.Module, sde: SDE, parametrization: str = "eps", time_input="t",
@@ -107,6 +122,11 @@ class NetworkPrior(Prior):
                                  f"got {sde!r}: use VPSDE or another parametrization")
         self.net = freeze(net)
         self.sde, self.parametrization, self.num_steps = sde, parametrization, num_steps
+        needs = {"step": ("timestep",), "step_nearest": ("timestep", "step_to_t")}
+        needs = needs.get(time_input, ()) if isinstance(time_input, str) else ()
+        if not all(callable(getattr(sde, m, None)) for m in needs):
+            raise ValueError(f"time_input={time_input!r} needs a discrete-schedule SDE with timestep(t) "
+                             f"(DiscreteVPSDE); got {sde!r}")
         self.time_input = time_input
         self.data_shape = tuple(data_shape) if data_shape is not None else None
 
@@ -120,10 +140,18 @@ class NetworkPrior(Prior):
             return self.sde.sigma(t)
         if ti == "ddpm":
             return t / self.sde.T * (self.num_steps - 1)
-        raise ValueError(f"unknown time_input {ti!r}; expected 't', 'sigma', 'ddpm' or a callable (t, sde)")
+        if ti == "step":
+            return self.sde.timestep(t)
+        if ti == "step_nearest":
+            return torch.round(self.sde.timestep(t))
+        raise ValueError(f"unknown time_input {ti!r}; expected 't', 'sigma', 'ddpm', 'step', 'step_nearest' or a "
+                         "callable (t, sde)")
 
     def denoise(self, x, sigma):
         t = self.sde.ratio_to_t(sigma).clamp(self.sde.t_min, self.sde.T)
+        if self.time_input == "step_nearest":
+            # evaluate at the nearest trained step: its alpha, sigma and integral index (see the class docstring)
+            t = self.sde.step_to_t(torch.round(self.sde.timestep(t))).to(t.dtype)
         a, s = bcast(self.sde.alpha(t), x), bcast(self.sde.sigma(t), x)
         xt = a * x
         out = self.net(xt, self._cond(t))

@@ -52,12 +52,28 @@ def _shipped_summary() -> str:
     return ", ".join(names) if names else "none yet"
 
 
+def _load_format(spec: str, device):
+    """A checkpoint of the field, ``FORMAT:PATH`` (:mod:`invscore.priors.formats`), as ``(prior, card)``."""
+    from ..priors.formats import load_prior as load_format
+    try:
+        prior, card = load_format(spec, device)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise UserError(f"cannot load prior {spec!r}: {exc}") from None
+    card = {**card, "kind": card.get("kind", "denoiser")}
+    return prior.to(device), card
+
+
 def load_prior(checkpoint: str, device, task: str | None = None):
-    """Load a frozen denoiser from a shipped name or a path; returns ``(prior, card)`` where the prior is
-    a :class:`~invscore.priors.CallablePrior` that knows its data shape ``(C, S, S)``."""
+    """Load a frozen denoiser from a shipped name, a ``.safetensors`` path or ``FORMAT:PATH`` (a checkpoint
+    of the field: :func:`invscore.priors.formats.available_formats`); returns ``(prior, card)`` where the
+    prior knows its data shape ``(C, S, S)``."""
     from ..checkpoint import load_denoiser, shipped
     from ..priors import CallablePrior
+    from ..priors.formats import split_spec
     checkpoint = str(checkpoint)
+    if split_spec(checkpoint)[0] is not None:
+        prior, card = _load_format(checkpoint, device)
+        return _check_prior(prior, card, checkpoint, device, task)
     looks_like_path = os.sep in checkpoint or checkpoint.endswith(".safetensors")
     if not looks_like_path and checkpoint not in shipped():
         need = "an RGB prior" if task == "colorize" else "a prior"
@@ -72,16 +88,21 @@ def load_prior(checkpoint: str, device, task: str | None = None):
         raise UserError(f"cannot load prior {checkpoint!r}: {exc}") from None
     card = net.card
     shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
+    return _check_prior(CallablePrior(net, data_shape=shape), card, checkpoint, device, task)
+
+
+def _check_prior(prior, card, checkpoint: str, device, task):
+    shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
     try:  # one cheap forward pass: a card that does not match its weights fails here, not mid-sampling
         with torch.no_grad():
-            net(torch.zeros(1, *shape, device=device), torch.ones(1, device=device))
+            prior(torch.zeros(1, *shape, device=device), torch.ones(1, device=device))
     except RuntimeError as exc:
         raise UserError(f"prior {checkpoint!r} does not run on {shape[0]}×{shape[1]}×{shape[2]} inputs, the size "
                         f"its card declares ({str(exc).splitlines()[0]}); the card does not match the weights") from None
     if task == "colorize" and shape[0] != 3:
         raise UserError(f"colorize needs an RGB (3-channel) prior; {checkpoint!r} has {shape[0]} channel(s). "
                         f"Shipped priors: {_shipped_summary()}; pass --prior NAME|PATH of an RGB checkpoint")
-    return CallablePrior(net, data_shape=shape), card
+    return prior, card
 
 
 def _fit(x: torch.Tensor, what: str, shape, resize: bool, prior_name: str) -> torch.Tensor:

@@ -66,9 +66,10 @@ def score_batch(x_hat, x01, y, op, names, lo: int, k: int, grid_rows: int, run_d
     for i in range(x01.shape[0]):
         for j in range(k):
             r = i * k + j
-            rows.append({"image": names[lo + i], "sample": j, **{m: float(v[r]) for m, v in per.items()},
-                         **({} if "lpips" in per else {"lpips": None}),
-                         "baseline_psnr": float(base["psnr"][i]), "baseline_ssim": float(base["ssim"][i])})
+            rows.append({"image": names[lo + i], "sample": j,
+                         **{m: float(per[m][r]) if m in per else None for m in ("psnr", "ssim", "lpips")},
+                         "baseline_psnr": float(base["psnr"][i]),
+                         "baseline_ssim": float(base["ssim"][i]) if "ssim" in base else None})
             io.save_png(samples[i, j], run_dir / "samples" / f"{lo + i:03d}_{j}.png")
         if lo + i < grid_rows:
             grid.append([view[i], *samples[i], x01[i]])
