@@ -64,26 +64,38 @@ def run_invscore(prior, op, y, method: str, steps: int, seed: int = 1):
     return res.x.detach(), res.nfe, time.perf_counter() - t0
 
 
-def run_deepinv(method: str, cfg: dict, nfe: int, den: UnitDenoiser, phys, y_u, seed: int = 1):
-    """One deepinv run aiming at ``nfe`` denoiser calls -> (x in [-1, 1], counted NFE, seconds)."""
+def deepinv_sample(method: str, cfg: dict, nfe: int, den, phys, y_u, seed: int = 1, dtype=torch.float64):
+    """One run of deepinv's sampler ``method`` (dinv_dps, dinv_pigdm, dinv_ddrm, dinv_diffpir) with settings
+    ``cfg``, aiming at ``nfe`` denoiser calls, on deepinv's side of the bridges (u in [0, 1]); returns u.
+    ``dtype``: the state dtype of deepinv's DPS (its default float64)."""
     torch.manual_seed(seed)  # DDRM and DiffPIR draw from the global generator
     np.random.seed(seed)
-    den.calls = 0
-    t0 = time.perf_counter()
+    rng = torch.Generator().manual_seed(seed)
     if method == "dinv_dps":
         # timesteps linspace(1, 0, num_steps): the DDPM solver calls the denoiser num_steps − 1 times
-        model = dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
-                                  solver="ddpm", rng=torch.Generator().manual_seed(seed), dtype=torch.float32)
-        u = model(y_u, phys)
-    elif method == "dinv_ddrm":
-        with torch.no_grad():
-            u = dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])(y_u, phys)
-    elif method == "dinv_diffpir":
-        with torch.no_grad():
-            u = dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
-                                      zeta=cfg["zeta"], lambda_=cfg["lambda_"])(y_u, phys)
-    else:
-        raise ValueError(f"unknown deepinv method {method!r}")
+        return dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
+                                 solver="ddpm", rng=rng, dtype=dtype)(y_u, phys)
+    if method == "dinv_pigdm":
+        ts = torch.linspace(1, 0, nfe + 1, dtype=torch.float64)
+        solver = (dinv.sampling.DDPMSolver(timesteps=ts, rng=rng) if cfg["solver"] == "ddpm"
+                  else dinv.sampling.DDIMSolver(timesteps=ts, eta=cfg["eta"], rng=rng))
+        return dinv.sampling.PosteriorDiffusion(
+            data_fidelity=dinv.sampling.PiGDMDataFidelity(weight=cfg["weight"]), denoiser=den,
+            sde=dinv.sampling.VariancePreservingDiffusion(), solver=solver)(y_u, phys)
+    with torch.no_grad():
+        if method == "dinv_ddrm":
+            return dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])(y_u, phys)
+        if method == "dinv_diffpir":
+            return dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
+                                         zeta=cfg["zeta"], lambda_=cfg["lambda_"])(y_u, phys)
+    raise ValueError(f"unknown deepinv method {method!r}")
+
+
+def run_deepinv(method: str, cfg: dict, nfe: int, den: UnitDenoiser, phys, y_u, seed: int = 1):
+    """One deepinv run on images -> (x in [-1, 1], counted NFE, seconds); DPS in float32 like invscore."""
+    den.calls = 0
+    t0 = time.perf_counter()
+    u = deepinv_sample(method, cfg, nfe, den, phys, y_u, seed, dtype=torch.float32)
     return (2 * u.detach().to(torch.float32) - 1), den.calls, time.perf_counter() - t0
 
 

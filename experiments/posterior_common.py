@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import os
 
-import numpy as np
 import torch
 
-import deepinv as dinv
 import operators
 from invscore.io import atomic_write_text, write_csv as _write_csv
 from invscore.priors.deepinv_bridge import UnitDenoiser
+
+from inverse_common import deepinv_sample
 
 C = 20.0  # x = C (2u - 1): u in [0, 1] for deepinv
 ORACLE_STEPS = 60
@@ -39,30 +39,7 @@ def deepinv_setup(p, n: int):
 
 def run_deepinv(method, cfg, nfe, den, phys, y_u, seed):
     """One deepinv run targeting ``nfe`` denoiser calls; returns samples in [0, 1] space (B, 1, 1, d)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    rng = torch.Generator().manual_seed(seed)
-    if method == "dinv_dps":
-        # timesteps linspace(1, 0, num_steps): num_steps - 1 ancestral steps, none at t = 0
-        model = dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
-                                  solver="ddpm", rng=rng)
-        return model(y_u, phys)
-    if method == "dinv_pigdm":
-        ts = torch.linspace(1, 0, nfe + 1, dtype=torch.float64)
-        solver = (dinv.sampling.DDPMSolver(timesteps=ts, rng=rng) if cfg["solver"] == "ddpm"
-                  else dinv.sampling.DDIMSolver(timesteps=ts, eta=cfg["eta"], rng=rng))
-        model = dinv.sampling.PosteriorDiffusion(
-            data_fidelity=dinv.sampling.PiGDMDataFidelity(weight=cfg["weight"]), denoiser=den,
-            sde=dinv.sampling.VariancePreservingDiffusion(), solver=solver)
-        return model(y_u, phys)
-    if method == "dinv_ddrm":
-        model = dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])
-        return model(y_u, phys)
-    if method == "dinv_diffpir":
-        model = dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
-                                      zeta=cfg["zeta"], lambda_=cfg["lambda_"])
-        return model(y_u, phys)
-    raise ValueError(method)
+    return deepinv_sample(method, cfg, nfe, den, phys, y_u, seed)
 
 
 def sw_to_reference(x, ref_sorted, dirs):

@@ -58,7 +58,7 @@ def check_steps(prior, net, x, steps):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()), msg=f"step {i}")
 
 
-def test_registered_and_card(loaded, ckpt):
+def test_registered_and_card(loaded, ckpt, net):
     assert "adm" in available_formats()
     prior, card = loaded
     assert card["name"] == "ffhq_random" and card["source"] == str(ckpt)
@@ -67,6 +67,9 @@ def test_registered_and_card(loaded, ckpt):
     assert card["learned_sigma"] is True and "large_model=False" in card["architecture"]
     assert prior.data_shape == (3, 256, 256) and prior.time_input == "step"
     assert prior.sde.num_steps == 1000 and not any(p.requires_grad for p in prior.parameters())
+    # deepinv's derived schedule buffers (not in an ADM state dict) are recomputed, for its forward_denoise
+    assert torch.equal(prior.net.net.sqrt_alphas_cumprod, net.sqrt_alphas_cumprod)
+    assert torch.equal(prior.net.net.sqrt_1m_alphas_cumprod, net.sqrt_1m_alphas_cumprod)
 
 
 def test_denoiser_equals_deepinv_at_trained_steps(loaded, net):

@@ -26,7 +26,7 @@ def test_declared_cost_is_the_counted_cost(name, options):
     prior, op, y = _problem()
     m = get_method(name, **opts)
     res = solve(prior, op, y, method=m, steps=4, generator=torch.Generator().manual_seed(2))
-    assert res.nfe == m.nfe(4) == 4 * m.cost().nfe and res.method == name
+    assert res.nfe == m.nfe(4) == 4 * m.cost().nfe and res.method == name and res.vjp == 4 * m.cost().vjp
     assert m.check(op) is None and name in methods_for(op)
 
 

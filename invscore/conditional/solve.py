@@ -17,13 +17,15 @@ __all__ = ["solve", "SolveResult"]
 
 @dataclass
 class SolveResult:
-    """Posterior samples ``x`` (one per measurement), network evaluations per image, wall seconds."""
+    """Posterior samples ``x`` (one per measurement), network evaluations per image (counted), wall seconds,
+    and backward passes through the network per image (``vjp``: the method's declared cost × steps)."""
 
     x: torch.Tensor
     nfe: int
     seconds: float
     method: str
     trajectory: list = field(default_factory=list)
+    vjp: int = 0
 
 
 def _diffusion(prior, sde) -> Diffusion:
@@ -72,4 +74,4 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "pigdm", step
         raise FloatingPointError(f"method {m.name!r}: {err}") from None
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
-    return SolveResult(res.x, res.nfe, time.perf_counter() - start, m.name, res.trajectory)
+    return SolveResult(res.x, res.nfe, time.perf_counter() - start, m.name, res.trajectory, m.cost().vjp * steps)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import warnings
 from pathlib import Path
 
 import torch
@@ -121,7 +122,9 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
                               f"{_first_line(exc)})") from None
     else:
         try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a foreign pickle
+                warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+                sd = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             names = None if "Unsupported global" in str(exc) else _pickle_globals(path)
             if "Unsupported global" in str(exc) or names:
@@ -136,7 +139,7 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
 
 def _first_line(exc: Exception) -> str:
     s = str(exc).strip().splitlines()
-    return s[0][:200] if s else "no message"
+    return s[0].split(". ")[0][:200] if s else "no message"
 
 
 def _weights_only_reason(exc: Exception) -> str:

@@ -282,13 +282,11 @@ def load_diffusers(path: str, device=None, scheduler=None, time_input="step"):
         raise FormatError(f"{path} is not a folder: the diffusers format reads a UNet2DModel folder "
                           f"(config.json + diffusion_pytorch_model.safetensors + scheduler/{_SCHEDULER_CONFIG})")
     model_dir = _model_dir(root)
-    source = str(model_dir)
     if scheduler is None:
         sched_path = _scheduler_config(root, model_dir)
         scheduler = _make_scheduler(diffusers, _read_json(sched_path), sched_path)
     unet, weights = _load_unet(diffusers, model_dir, _read_json(model_dir / "config.json"))
-    name = root.resolve().name if model_dir == root else f"{root.resolve().name}"
-    prior = _build(unet, scheduler, device, time_input, source=f"diffusers:{weights}", name=name)
+    prior = _build(unet, scheduler, device, time_input, source=f"diffusers:{weights}", name=root.resolve().name)
     return prior, dict(prior.card)
 
 

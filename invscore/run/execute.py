@@ -136,7 +136,7 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path)
             y, res = _solve_batch(b, cfg, prior, op, x01, guidance, sh.device, bar)
             scored = score_batch(io.from_data(res.x.detach()).cpu(), x01[b * batch:(b + 1) * batch], y, op, names,
                                  b * batch, k, int(cfg.grid_rows), run_dir)
-            done.append({"batch": b, **scored, "nfe": res.nfe, "seconds": res.seconds})
+            done.append({"batch": b, **scored, "nfe": res.nfe, "vjp": res.vjp, "seconds": res.seconds})
     finally:
         bar.close()
     parts = sh.gather(done)
@@ -144,6 +144,7 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path)
         return None
     done = sorted((d for part in parts for d in part), key=lambda d: d["batch"])
     return {"method": method, "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
+            "backward_passes": max(d["vjp"] for d in done),
             "sampling_seconds": sum(d["seconds"] for d in done), "n_images": len(names), "samples_per_image": k,
             "batch": batch, **write_inverse(done, run_dir, int(cfg.grid_scale)),
             "baseline": "A⁺y (pseudo-inverse of the measurement) against the ground truth", "files": FILES,
