@@ -24,3 +24,13 @@ def mixture_20d():
 @pytest.fixture(params=["2d", "20d"])
 def mixture(request):
     return mixture_2d() if request.param == "2d" else mixture_20d()
+
+
+def inpainting_problem():
+    """A stationary Gaussian prior on 1×8×8 images, a centre-box mask with σ_y = 0.05, and two measurements."""
+    import operators
+    from invscore.priors import StationaryGaussian
+    prior = StationaryGaussian.radial((1, 8, 8), corner=0.3, dtype=torch.float32)
+    op = operators.make("inpaint_center", img_size=(1, 8, 8), noise=0.05)
+    y = op.measure(prior.sample(2, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
+    return prior, op, y

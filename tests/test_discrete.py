@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import operators
 from invscore.conditional import METHODS, get_method, solve
-from invscore.priors import Diffusion, Gaussian, NetworkPrior, StationaryGaussian
+from conftest import inpainting_problem
+from invscore.priors import Diffusion, Gaussian, NetworkPrior
 from invscore.samplers import SAMPLERS, sample, time_grid
 from invscore.sde import DiscreteVPSDE, VPSDE
 
@@ -204,17 +204,10 @@ def test_ddim_on_the_trained_grid_hits_trained_steps():
     torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-9)
 
 
-def _problem():
-    prior = StationaryGaussian.radial((1, 8, 8), corner=0.3, dtype=torch.float32)
-    op = operators.make("inpaint_center", img_size=(1, 8, 8), noise=0.05)
-    y = op.measure(prior.sample(2, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
-    return prior, op, y
-
-
 @pytest.mark.parametrize("name", sorted(METHODS))
 @pytest.mark.parametrize("grid", ["uniform", "edm"])
 def test_every_method_runs(name, grid):
-    prior, op, y = _problem()
+    prior, op, y = inpainting_problem()
     opts = {"smc": {"particles": 3}, "mmps": {"cg_iters": 3}}.get(name, {})
     m = get_method(name, **opts)
     res = solve(prior, op, y, method=m, steps=4, sde=DiscreteVPSDE.schedule("linear"), grid=grid,

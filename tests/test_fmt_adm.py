@@ -95,7 +95,8 @@ def test_learned_sigma_takes_eps_half(loaded, net):
 
 
 def test_module_api_matches_file(net):
-    prior, card = adm_prior(net)
+    prior = adm_prior(net)
+    card = prior.card
     assert card["learned_sigma"] and prior.data_shape == (3, 256, 256)
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
     check_steps(prior, net, x, (123,))

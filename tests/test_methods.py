@@ -5,15 +5,8 @@ import torch
 
 import operators
 from invscore.conditional import DPS, METHODS, Cost, Method, get_method, methods_for, register_method, solve
-from invscore.priors import StationaryGaussian
+from conftest import inpainting_problem
 from invscore.samplers import sample_pc
-
-
-def _problem():
-    prior = StationaryGaussian.radial((1, 8, 8), corner=0.3, dtype=torch.float32)
-    op = operators.make("inpaint_center", img_size=(1, 8, 8), noise=0.05)
-    y = op.measure(prior.sample(2, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
-    return prior, op, y
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -23,7 +16,7 @@ def test_declared_cost_is_the_counted_cost(name, options):
     with options that change the cost (fewer particles, no corrector, more CG iterations)."""
     cheap = {"smc": {"particles": 3}, "projection": {"corrector": "none"}, "mmps": {"cg_iters": 3}}
     opts = cheap.get(name, {}) if options == "cheap" else {}
-    prior, op, y = _problem()
+    prior, op, y = inpainting_problem()
     m = get_method(name, **opts)
     res = solve(prior, op, y, method=m, steps=4, generator=torch.Generator().manual_seed(2))
     assert res.nfe == m.nfe(4) == 4 * m.cost().nfe and res.method == name and res.vjp == 4 * m.cost().vjp
@@ -54,7 +47,7 @@ class HalfDPS(Method):
 def test_user_method_as_object_and_registered_equals_builtin():
     """A user's Method subclass runs through solve as an object and, once registered, by name; with the
     built-in DPS's sampler and terms it gives the built-in DPS's samples bit for bit."""
-    prior, op, y = _problem()
+    prior, op, y = inpainting_problem()
     run = lambda method, **kw: solve(prior, op, y, method=method, steps=6, generator=torch.Generator().manual_seed(3),  # noqa: E731
                                      **kw)
     ours = run(HalfDPS(zeta=0.5))
@@ -78,7 +71,7 @@ def test_cli_method_configs_come_from_the_registry():
 
 
 def test_misuse_gets_one_line_errors():
-    prior, op, y = _problem()
+    prior, op, y = inpainting_problem()
     with pytest.raises(ValueError, match=r"'ddrm' does not take \['zeta'\]; its options are \['eta', 'eta_b'\]"):
         solve(prior, op, y, method="ddrm", zeta=1.0)
     with pytest.raises(ValueError, match="go to the Method object itself"):
@@ -98,7 +91,7 @@ def test_misuse_gets_one_line_errors():
 
 def test_sigma_y_has_one_home_and_the_argument_overrides_it():
     """The operator's noise model is σ_y's home; solve's sigma_y only overrides it, validated once."""
-    prior, op, y = _problem()
+    prior, op, y = inpainting_problem()
     run = lambda **kw: solve(prior, op, y, method="pigdm", steps=3,  # noqa: E731
                              generator=torch.Generator().manual_seed(4), **kw).x
     assert torch.equal(run(), run(sigma_y=0.05))

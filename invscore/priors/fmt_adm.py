@@ -269,10 +269,8 @@ def _card(name, large, cin, cout, nparams, source) -> dict:
     }
 
 
-@register_format("adm", "guided-diffusion / ADM UNet state dict (.pt or .safetensors; e.g. ffhq_10m.pt, "
-                        "256x256_diffusion_uncond.pt) via deepinv's DiffUNet; linear 1000-step DDPM schedule, eps")
-def adm_prior(net_or_path, device=None):
-    """An ADM prior ``(prior, card)`` from a checkpoint path or from a :class:`deepinv.models.DiffUNet`.
+def adm_prior(net_or_path, device=None) -> NetworkPrior:
+    """An ADM prior from a checkpoint path or from a :class:`deepinv.models.DiffUNet`; its card is ``prior.card``.
 
     A path is read without executing code and matched against DiffUNet's configurations (see the module
     docstring); a DiffUNet (or any module with its ``forward(x, t, type_t="timestep")``) is used as it is,
@@ -283,7 +281,7 @@ def adm_prior(net_or_path, device=None):
         cout = int(getattr(net, "out_channels", 2 * cin))
         large = int(getattr(net, "model_channels", 128)) == 256
         nparams = sum(p.numel() for p in net.parameters())
-        return _wrap(net, cin, device), _card(type(net).__name__, large, cin, cout, nparams, "module")
+        return _carded(_wrap(net, cin, device), _card(type(net).__name__, large, cin, cout, nparams, "module"))
     path = Path(net_or_path)
     sd = read_state_dict(path)
     large, cin, cout = match_config(sd, source=repr(str(path)))
@@ -295,4 +293,16 @@ def adm_prior(net_or_path, device=None):
     net.sqrt_1m_alphas_cumprod.copy_(sqrt_1m)
     net.sqrt_alphas_cumprod.copy_(sqrt_ac)
     nparams = sum(p.numel() for p in net.parameters())
-    return _wrap(net, cin, device), _card(path.stem, large, cin, cout, nparams, str(path))
+    return _carded(_wrap(net, cin, device), _card(path.stem, large, cin, cout, nparams, str(path)))
+
+
+def _carded(prior: NetworkPrior, card: dict) -> NetworkPrior:
+    prior.card = card
+    return prior
+
+
+@register_format("adm", "guided-diffusion / ADM UNet state dict (.pt or .safetensors; e.g. ffhq_10m.pt, "
+                        "256x256_diffusion_uncond.pt) via deepinv's DiffUNet; linear 1000-step DDPM schedule, eps")
+def _loader(path: str, device):
+    prior = adm_prior(path, device)
+    return prior, prior.card

@@ -18,16 +18,17 @@ class FormatError(ValueError):
     """A checkpoint that cannot be read in its declared format; the message says what to do instead."""
 
 
-#: format name -> (loader(path, device) -> (prior, card), one-line description)
-FORMATS: dict[str, tuple[Callable, str]] = {}
+#: format name -> (loader(path, device) -> (prior, card), one-line description, whether PATH is a file path)
+FORMATS: dict[str, tuple[Callable, str, bool]] = {}
 
 
-def register_format(name: str, description: str):
-    """Decorator adding ``loader(path: str, device) -> (prior, card)`` as ``--prior NAME:PATH``."""
+def register_format(name: str, description: str, is_path: bool = True):
+    """Decorator adding ``loader(path: str, device) -> (prior, card)`` as ``--prior NAME:PATH``; with
+    ``is_path`` a missing PATH is refused before the loader runs."""
     def deco(fn):
         if name in FORMATS and FORMATS[name][0] is not fn:
             raise ValueError(f"prior format {name!r} is already registered")
-        FORMATS[name] = (fn, description)
+        FORMATS[name] = (fn, description, is_path)
         return fn
     return deco
 
@@ -35,7 +36,7 @@ def register_format(name: str, description: str):
 def available_formats() -> dict[str, str]:
     """Registered format names and their descriptions (``python -m invscore list priors`` prints them)."""
     _load_builtin()
-    return {k: d for k, (_, d) in FORMATS.items()}
+    return {k: d for k, (_, d, _) in FORMATS.items()}
 
 
 def split_spec(spec: str) -> tuple[str | None, str]:
@@ -53,15 +54,16 @@ def load_prior(spec: str, device=None):
     if fmt is None:
         raise FormatError(f"{spec!r} names no prior format; expected FORMAT:PATH with FORMAT one of "
                           f"{', '.join(sorted(FORMATS)) or 'none'}")
-    if not Path(path).exists():
+    loader, _, is_path = FORMATS[fmt]
+    if is_path and not Path(path).exists():
         raise FileNotFoundError(f"prior file {path!r} ({fmt} format) does not exist")
-    return FORMATS[fmt][0](path, device)
+    return loader(path, device)
 
 
 def _load_builtin() -> None:
     # the built-in adapters register themselves on import; imported lazily, since some need optional libraries
     import importlib
-    for mod in ("adm", "diffusers_unet"):
+    for mod in ("adm", "diffusers_unet", "python"):
         try:
             importlib.import_module(f"invscore.priors.fmt_{mod}")
         except ModuleNotFoundError as exc:
