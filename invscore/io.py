@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = ["ImageError", "IMAGE_EXTENSIONS", "to_data", "from_data", "load_image", "load_images", "fit_images",
            "to_pil", "save_png", "make_grid", "atomic_write", "atomic_write_bytes", "atomic_write_text", "write_json",
-           "write_csv"]
+           "write_csv", "center_crop_to_aspect"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -83,8 +83,9 @@ def load_images(path: str | os.PathLike, n: int | None = None) -> tuple[list[tor
 
 
 def fit_images(x: torch.Tensor, channels: int, size: Sequence[int]) -> torch.Tensor:
-    """Convert ``(N, C, H, W)`` [0, 1] images to ``channels`` (gray ↔ RGB) and resize to ``size`` (H, W)
-    with antialiasing (kornia's resize; PIL-equivalent quality for downscaling)."""
+    """Convert ``(N, C, H, W)`` [0, 1] images to ``channels`` (gray ↔ RGB), centre-crop them to the aspect
+    ratio of ``size`` (H, W) — a 640×480 photo keeps its middle 480×480 for a square prior, undistorted —
+    and resize to ``size`` with antialiasing (kornia's resize; PIL-equivalent quality for downscaling)."""
     c = x.shape[1]
     if c != channels:
         if channels == 1 and c == 3:
@@ -95,6 +96,7 @@ def fit_images(x: torch.Tensor, channels: int, size: Sequence[int]) -> torch.Ten
         else:
             raise ImageError(f"cannot convert {c}-channel images to {channels} channels")
     size = tuple(int(s) for s in size)
+    x = center_crop_to_aspect(x, size[1] / size[0])
     if tuple(x.shape[-2:]) != size:
         try:
             from kornia.geometry.transform import resize
@@ -102,6 +104,14 @@ def fit_images(x: torch.Tensor, channels: int, size: Sequence[int]) -> torch.Ten
         except ImportError:  # kornia is a dependency, but torch alone does the same job
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     return x.clamp(0, 1).contiguous()
+
+
+def center_crop_to_aspect(x: torch.Tensor, aspect: float) -> torch.Tensor:
+    """The largest centred crop of ``x`` (..., H, W) whose width/height is ``aspect``."""
+    h, w = x.shape[-2:]
+    ch, cw = (h, max(1, round(h * aspect))) if w / h > aspect else (max(1, round(w / aspect)), w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top:top + ch, left:left + cw]
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

@@ -42,3 +42,14 @@ def test_write_csv_selects_columns_and_formats_floats(tmp_path):
     path = io.write_csv(tmp_path / "t.csv", rows, fields=["a", "b", "c"], float_format=".3g")
     assert path.read_text() == "a,b,c\n1,0.123,\n2,,\n"
     assert io.write_csv(tmp_path / "u.csv", rows[1:]).read_text() == "a,b\n2,\n"
+
+
+def test_fit_images_centre_crops_to_the_aspect_ratio_before_resizing():
+    """A 48×64 image whose middle 48×48 is white and margins black fits a square prior as all white: the
+    margins are cropped, not squeezed in."""
+    from invscore.io import center_crop_to_aspect, fit_images
+    x = torch.zeros(1, 1, 48, 64)
+    x[..., 8:56] = 1
+    assert torch.equal(fit_images(x, 1, (32, 32)), torch.ones(1, 1, 32, 32))
+    assert center_crop_to_aspect(torch.rand(2, 3, 40, 48), 2.0).shape == (2, 3, 24, 48)
+    assert center_crop_to_aspect(torch.rand(2, 3, 40, 48), 1.2).shape == (2, 3, 40, 48)

@@ -73,7 +73,8 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     if not generate:
         g.add_argument("--image", help="an image file or a folder of images (default: the prior's shipped test images)")
         g.add_argument("--dataset", help="an invscore.data dataset name (its test split) or folder:/path")
-        g.add_argument("--resize", action="store_true", help="resize and convert channels to fit the prior")
+        g.add_argument("--resize", action="store_true",
+                       help="centre-crop to the prior's aspect ratio, resize and convert channels to fit it")
     g.add_argument("--n", "--num-images", dest="n", type=int,
                    help="number of images (generate: samples); default 4 (evaluate: 32). Under torchrun write "
                         "--num-images: torchrun's own parser rejects --n as an ambiguous abbreviation")

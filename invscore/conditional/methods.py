@@ -175,7 +175,8 @@ class DDRMMethod(_DDIMMethod):
 
 @register_method
 class DPSMethod(Method):
-    """DPS (Chung et al. 2023, Algorithm 1): ∇‖y − A(x̂0)‖² with ζ_i = ζ'/‖y − A(x̂0)‖ after an ancestral step."""
+    """DPS (Chung et al. 2023, Algorithm 1): ∇‖y − A(x̂0)‖² with ζ_i = ζ'/‖y − A(x̂0)‖, applied after an
+    ancestral step (:class:`DPS`)."""
 
     name, needs, steps, vjp_per_step = "dps", "any", 100, 1
     description = "DPS: gradient of ‖y − A(x̂0)‖ through the prior (any differentiable operator)"
