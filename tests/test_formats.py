@@ -110,3 +110,15 @@ def test_a_users_own_network_file_is_a_prior(tmp_path, capsys):
                  "--quiet", "--threads", "1", "--out", str(tmp_path / "run")])
     assert code == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["prior"]["name"] == "mine:make"
+
+
+def test_adm_classifier_spec_reaches_the_loader(tmp_path, capsys):
+    """--classifier adm:PATH goes to guided-diffusion's classifier loader: a missing file is named, and a file
+    that is not a state dict is refused in one line (no code from it is run)."""
+    code = main(["generate", "--class", "1", "--classifier", f"adm:{tmp_path / 'nope.pt'}", "--n", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope.pt' (adm format) does not exist" in err and err.count("\n") == 1
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    code = main(["generate", "--class", "1", "--classifier", f"adm:{tmp_path / 'junk.pt'}", "--n", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot load classifier" in err and err.count("\n") == 1

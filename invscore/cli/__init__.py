@@ -97,4 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("invscore: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `python -m invscore list | head`: the reader left; not an error of ours
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0

@@ -96,7 +96,8 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--gamma", type=float,
                    help="classifier-guidance scale (default 16: 91 %% of guided samples on-class in "
                         "experiments/results/prior_report.md)")
-    g.add_argument("--classifier", help="classifier name or path (default: the prior's shipped classifier)")
+    g.add_argument("--classifier", help="classifier name or path, or adm:PATH for guided-diffusion's noisy "
+                                        "classifier (default: the prior's shipped classifier)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("-m", "--multirun", action="store_true",
                    help="sweep comma-separated override values, e.g. -m method=pigdm,dps steps=20,50")

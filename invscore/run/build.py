@@ -176,6 +176,18 @@ def build_operator(op_cfg, shape, sigma_y: float, device):
     return op.to(device)
 
 
+def _load_classifier(name: str, device, load_shipped):
+    """A shipped name or .safetensors path (invscore's own classifiers), or ``adm:PATH``: guided-diffusion's
+    noisy classifier (:func:`invscore.priors.fmt_adm_classifier.adm_classifier`, no code executed)."""
+    if name.startswith("adm:"):
+        from ..priors.fmt_adm_classifier import adm_classifier
+        path = name[len("adm:"):]
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"classifier file {path!r} (adm format) does not exist")
+        return adm_classifier(path, device=device)
+    return load_shipped(name, device=device)
+
+
 def load_guidance(g, prior_name: str, card, device) -> list:
     """Classifier-guidance terms for ``guidance.label`` (empty when it is null)."""
     if g.label is None:
@@ -194,11 +206,11 @@ def load_guidance(g, prior_name: str, card, device) -> list:
                             f"images; none is shipped (shipped: {_shipped_summary()}). Pass --classifier PATH or "
                             "train one: python -m invscore.training --task classifier --data fashion_mnist")
     try:
-        clf = load_classifier(str(name), device=device)
+        clf = _load_classifier(str(name), device, load_classifier)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"cannot load classifier {name!r}: {exc}") from None
     k = int(g.label)
-    classes = int(clf.card.get("arch", {}).get("kwargs", {}).get("num_classes", 10))
+    classes = int(clf.card.get("classes") or clf.card.get("arch", {}).get("kwargs", {}).get("num_classes", 10))
     if not 0 <= k < classes:
         raise UserError(f"--class must be in 0..{classes - 1} for classifier {name!r}, got {k}")
     return [ClassifierGuidance(clf, k, float(g.gamma))]
