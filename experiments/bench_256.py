@@ -80,10 +80,10 @@ def build_problem(device: str, batch: int):
         net.out[2].bias.normal_(0, 0.05)
     nparams = sum(p.numel() for p in net.parameters())
     prior = adm_prior(net).to(device)
-    op = operators.make("inpaint_center", img_size=IMG, noise=SIGMA_Y).to(device)
-    g = torch.Generator(device="cpu").manual_seed(1)
-    x = (torch.rand(batch, *IMG, generator=g) * 2 - 1).to(device)
-    y = op.measure(x.cpu().to(device), generator=torch.Generator(device=device).manual_seed(2))
+    op = operators.make("inpaint_center", img_size=IMG, noise=SIGMA_Y)
+    x = torch.rand(batch, *IMG, generator=torch.Generator().manual_seed(1)) * 2 - 1  # drawn on the CPU: the
+    y = op.measure(x, generator=torch.Generator().manual_seed(2))  # same x and y on every device
+    op, x, y = op.to(device), x.to(device), y.to(device)
     counter = {"calls": 0, "images": 0, "grad_images": 0}
 
     def hook(_mod, args):
@@ -95,6 +95,28 @@ def build_problem(device: str, batch: int):
 
     net.register_forward_pre_hook(hook)
     return net, nparams, prior, op, x, y, counter
+
+
+def deepinv_sample_on_device(method, cfg, nfe, den, phys, y_u, seed=1, dtype=None):
+    """inverse_common.deepinv_sample (same samplers, settings and step counts) with deepinv's ``device``
+    argument and a generator on y's device: deepinv's DPS and DiffPIR default to device='cpu'."""
+    import numpy as np
+    import torch
+    import deepinv as dinv
+    dev = y_u.device
+    torch.manual_seed(seed)  # DDRM and DiffPIR draw from the global generator (CUDA's too)
+    np.random.seed(seed)
+    if method == "dinv_dps":
+        return dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
+                                 solver="ddpm", rng=torch.Generator(device=dev).manual_seed(seed),
+                                 dtype=dtype, device=dev)(y_u, phys)
+    with torch.no_grad():
+        if method == "dinv_ddrm":
+            return dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])(y_u, phys)
+        if method == "dinv_diffpir":
+            return dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
+                                         zeta=cfg["zeta"], lambda_=cfg["lambda_"], device=dev)(y_u, phys)
+    raise ValueError(f"unknown deepinv method {method!r}")
 
 
 def run_one(job: dict, problem) -> dict:
@@ -131,7 +153,8 @@ def run_one(job: dict, problem) -> dict:
             out.update(nfe=res.nfe, vjp=res.vjp)
         else:
             den.calls = 0
-            u = deepinv_sample(method, DEEPINV_CFG[method], steps, den, phys, y_u, seed=3, dtype=torch.float32)
+            sample = deepinv_sample if device == "cpu" else deepinv_sample_on_device
+            u = sample(method, DEEPINV_CFG[method], steps, den, phys, y_u, seed=3, dtype=torch.float32)
             xs = 2 * u.detach().float() - 1
             out.update(nfe=den.calls / 1.0, vjp=None)  # one call denoises the whole batch: one NFE per image
     if cuda:

@@ -92,3 +92,21 @@ def test_unconditional_samplers_on_cuda(fmnist):
         res = sample(model, (2, *prior.data_shape), method=method, steps=4, device=DEV,
                      generator=torch.Generator(DEV).manual_seed(0))
         assert res.x.device.type == DEV.type and torch.isfinite(res.x).all(), method
+
+
+def test_adm_prior_at_256_on_cuda_without_per_step_syncs():
+    """The FFHQ-256 architecture (deepinv's DiffUNet, random weights) through the adm format on the GPU: its
+    1000-step DiscreteVPSDE table follows the tensors to the device, and ΠGDM's loop does not sync per step."""
+    from invscore.priors.fmt_adm import adm_prior
+    from deepinv.models import DiffUNet
+    prior = adm_prior(DiffUNet(large_model=False, pretrained=None), device=DEV)
+    op = operators.make("inpaint_center", img_size=prior.data_shape, noise=0.05).to(DEV)
+    x = torch.rand(1, *prior.data_shape, generator=torch.Generator(DEV).manual_seed(0), device=DEV) * 2 - 1
+    y = op.measure(x, torch.Generator(DEV).manual_seed(1))
+
+    def run(steps):
+        return solve(prior, op, y, method="pigdm", steps=steps, generator=torch.Generator(DEV).manual_seed(2))
+
+    res, few = _syncs(lambda: run(3))
+    assert res.x.device.type == DEV.type and res.x.shape == x.shape and torch.isfinite(res.x).all()
+    assert _syncs(lambda: run(6))[1] == few

@@ -101,3 +101,21 @@ def test_sigma_y_has_one_home_and_the_argument_overrides_it():
             run(sigma_y=bad)
     with pytest.raises(ValueError, match="sigma_y must be a finite number >= 0"):
         operators.make("inpaint_center", img_size=(1, 8, 8), noise=-1.0)
+
+
+def test_only_the_last_gradient_term_frees_the_graph():
+    """Two terms that differentiate through x̂0 compose: the first keeps the network's graph, the last frees
+    it, and the first's score is the same as when it runs alone."""
+    from invscore.conditional import Guided, PiGDM
+    from invscore.priors import Diffusion
+    from invscore.sde import VPSDE
+    prior, op, y = inpainting_problem()
+    base = Diffusion(prior, VPSDE())
+    x, t = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(5)), torch.tensor(0.5)
+    terms = [PiGDM(op, y), DPS(op, y, zeta=0.7)]
+    both = Guided(base, terms)
+    assert both.keep_graph(terms[0]) and not both.keep_graph(terms[1])
+    shift = both.x0(x, t) - base.x0(x, t)
+    alone = Guided(base, [PiGDM(op, y)]).x0(x, t) - base.x0(x, t)
+    torch.testing.assert_close(shift, alone)  # DPS acts in post(), not in the score: the shift is ΠGDM's
+    assert terms[1]._corr is not None  # and DPS's gradient was taken after ΠGDM's, from the same graph

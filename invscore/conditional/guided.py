@@ -46,6 +46,14 @@ class Guided(Diffusion):
     def __init__(self, base: Diffusion, terms):
         self.base, self.terms = base, list(terms)
         self.prior, self.sde = base.prior, base.sde
+        last = [term for term in self.terms if term.needs_grad]
+        self._last_grad = last[-1] if last else None
+
+    def keep_graph(self, term) -> bool:
+        """Whether ``term``'s last backward pass through x̂0 must keep the network's graph: only the last term
+        that differentiates through x̂0 may free it, which keeps a gradient method's peak memory at one
+        forward graph (as deepinv's DPS) instead of holding the activations through the backward pass."""
+        return term is not self._last_grad
 
     @property
     def nfe(self) -> int:
@@ -99,7 +107,8 @@ class ClassifierGuidance(Term):
         logits = self.classifier(x / bcast(sde.alpha(t), x), r)
         label = torch.as_tensor(self.label, device=x.device).long().expand(x.shape[0])
         logp = torch.log_softmax(logits, dim=-1).gather(1, label[:, None]).sum()
-        return self.gamma * torch.autograd.grad(logp, x, retain_graph=True)[0]
+        # the classifier's graph is its own (x̂0's is separate), so nothing later needs it
+        return self.gamma * torch.autograd.grad(logp, x)[0]
 
 
 class ClassifierFreeGuidance(Term):

@@ -150,7 +150,7 @@ class DPS(Term):
     def score(self, x, t, x0, model):
         res = (self.y - self.op(x0)).flatten(1)
         sq = res.pow(2).sum(1)
-        grad = torch.autograd.grad(sq.sum(), x, retain_graph=True)[0]
+        grad = torch.autograd.grad(sq.sum(), x, retain_graph=_keep(model, self))[0]
         self._corr = -self.zeta * grad / bcast(sq.detach().sqrt().clamp_min(1e-12), x)
         return None
 
@@ -159,6 +159,12 @@ class DPS(Term):
             return x
         x, self._corr = x + self._corr, None
         return x
+
+
+def _keep(model, term) -> bool:
+    """Keep x̂0's graph after ``term``'s backward pass unless the guided model says it is the last user."""
+    keep = getattr(model, "keep_graph", None)
+    return True if keep is None else keep(term)
 
 
 def _require_linear(op, method: str):
@@ -200,7 +206,7 @@ class PiGDM(Term):
         r = per_sample(model.sde.ratio(t), x)
         r2 = r**2 / (1 + r**2)
         v = self._inv((self.y - self.op(x0.detach())), r2)
-        g = torch.autograd.grad(x0, x, grad_outputs=self.op.A_T(v), retain_graph=True)[0]
+        g = torch.autograd.grad(x0, x, grad_outputs=self.op.A_T(v), retain_graph=_keep(model, self))[0]
         return self.weight * g
 
 
@@ -235,8 +241,8 @@ class MMPS(Term):
         # Cov[x0 | x_t] = r² ∂x̂0/∂x̄ = r² α ∂x̂0/∂x_t
         c = bcast(per_sample(sde.ratio(t), x) ** 2 * per_sample(sde.alpha(t), x), x)
 
-        def vjp(w):
-            return torch.autograd.grad(x0, x, grad_outputs=w, retain_graph=True)[0]
+        def vjp(w, keep=True):
+            return torch.autograd.grad(x0, x, grad_outputs=w, retain_graph=keep)[0]
 
         def matvec(w):
             return self.sigma_y**2 * w + self.op.A(c * vjp(self.op.A_T(w)))
@@ -244,4 +250,4 @@ class MMPS(Term):
         res = self.y - self.op(x0.detach())
         # a fixed number of iterations: check_every > maxiter keeps the convergence test (a host sync) out
         v = self._cg(matvec, res, tol=1e-6, maxiter=self.cg_iters, check_every=self.cg_iters + 1)
-        return self.weight * vjp(self.op.A_T(v))
+        return self.weight * vjp(self.op.A_T(v), keep=_keep(model, self))

