@@ -119,3 +119,21 @@ def test_only_the_last_gradient_term_frees_the_graph():
     alone = Guided(base, [PiGDM(op, y)]).x0(x, t) - base.x0(x, t)
     torch.testing.assert_close(shift, alone)  # DPS acts in post(), not in the score: the shift is ΠGDM's
     assert terms[1]._corr is not None  # and DPS's gradient was taken after ΠGDM's, from the same graph
+
+
+def test_classifier_free_guidance_at_weight_one_is_the_conditional_model():
+    """Ho & Salimans 2022, eq. 6 with our w = 1: x̂0_u + (x̂0_c − x̂0_u) is the conditional denoiser itself, at
+    the cost of one extra network evaluation; w = 0 is the unconditional model."""
+    from invscore.conditional import ClassifierFreeGuidance, Guided
+    from invscore.priors import Diffusion, Gaussian
+    from invscore.sde import VPSDE
+    d = dict(dtype=torch.float64)
+    uncond, cond = Gaussian(torch.zeros(3, **d), torch.eye(3, **d)), Gaussian(torch.ones(3, **d), 0.5 * torch.eye(3, **d))
+    base = Diffusion(uncond, VPSDE())
+    x, t = torch.randn(4, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64), torch.tensor(0.4)
+    cfg = Guided(base, [ClassifierFreeGuidance(lambda xv, r, c: cond.denoise(xv, r), label=1, weight=1.0)])
+    before = base.nfe
+    torch.testing.assert_close(cfg.x0(x, t), Diffusion(cond, VPSDE()).x0(x, t))
+    assert base.nfe - before == 2
+    off = Guided(base, [ClassifierFreeGuidance(lambda xv, r, c: cond.denoise(xv, r), label=1, weight=0.0)])
+    torch.testing.assert_close(off.x0(x, t), base.x0(x, t))

@@ -86,6 +86,11 @@ class Guided(Diffusion):
         return x
 
 
+def _ve_view(sde, x, t):
+    """``(x_t/α, σ/α)``: the state in variance-exploding coordinates, as classifiers and denoisers take it."""
+    return x / bcast(sde.alpha(t), x), per_sample(sde.ratio(t), x)
+
+
 class ClassifierGuidance(Term):
     """Noisy-classifier guidance (Dhariwal & Nichol 2021, Algorithm 1 / eq. 12): ``γ ∇ log p_t(c | x_t)``.
 
@@ -102,9 +107,7 @@ class ClassifierGuidance(Term):
     def score(self, x, t, x0, model):
         if self.gamma == 0.0:
             return None
-        sde = model.sde
-        r = per_sample(sde.ratio(t), x)
-        logits = self.classifier(x / bcast(sde.alpha(t), x), r)
+        logits = self.classifier(*_ve_view(model.sde, x, t))
         label = torch.as_tensor(self.label, device=x.device).long().expand(x.shape[0])
         logp = torch.log_softmax(logits, dim=-1).gather(1, label[:, None]).sum()
         # the classifier's graph is its own (x̂0's is separate), so nothing later needs it
@@ -124,8 +127,6 @@ class ClassifierFreeGuidance(Term):
         if self.weight == 0.0:
             return None
         sde = model.sde
-        a = bcast(sde.alpha(t), x)
-        r = per_sample(sde.ratio(t), x)
-        x0c = self.cond(x.detach() / a, r, self.label)
+        x0c = self.cond(*_ve_view(sde, x.detach(), t), self.label)
         model.base.nfe += 1
-        return self.weight * a * (x0c - x0.detach()) / bcast(sde.sigma(t) ** 2, x)
+        return self.weight * bcast(sde.alpha(t), x) * (x0c - x0.detach()) / bcast(sde.sigma(t) ** 2, x)
