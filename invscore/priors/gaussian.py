@@ -149,15 +149,25 @@ class Gaussian(GaussianMixture):
         return means[0], cov
 
 
+def _shaped_like(v, ref: torch.Tensor) -> torch.Tensor:
+    """``v`` broadcast to ``ref``'s shape and dtype (a copy, so buffers do not alias the caller's tensor)."""
+    return torch.as_tensor(v, dtype=ref.dtype).expand_as(ref).clone()
+
+
+def _positive(t: torch.Tensor, message: str) -> torch.Tensor:
+    """``t`` itself if every entry is > 0; else ValueError(message)."""
+    if (t <= 0).any():
+        raise ValueError(message)
+    return t
+
+
 class DiagonalGaussian(Prior):
     """Gaussian prior N(mu, diag(var)) on tensors of any shape: D = mu + var/(var + sigma²)·(x − mu)."""
 
     def __init__(self, mean, var):
         super().__init__()
         mean = torch.as_tensor(mean)
-        var = torch.as_tensor(var, dtype=mean.dtype).expand_as(mean).clone()
-        if (var <= 0).any():
-            raise ValueError("DiagonalGaussian needs strictly positive variances")
+        var = _positive(_shaped_like(var, mean), "DiagonalGaussian needs strictly positive variances")
         self.register_buffer("mean", mean)
         self.register_buffer("var", var)
         self.data_shape = tuple(mean.shape)
@@ -185,10 +195,8 @@ class StationaryGaussian(Prior):
 
     def __init__(self, mean, spectrum):
         super().__init__()
-        spectrum = torch.as_tensor(spectrum)
-        mean = torch.as_tensor(mean, dtype=spectrum.dtype).expand_as(spectrum).clone()
-        if (spectrum <= 0).any():
-            raise ValueError("StationaryGaussian needs a strictly positive power spectrum")
+        spectrum = _positive(torch.as_tensor(spectrum), "StationaryGaussian needs a strictly positive power spectrum")
+        mean = _shaped_like(mean, spectrum)
         flipped = torch.roll(torch.flip(spectrum, (-2, -1)), shifts=(1, 1), dims=(-2, -1))
         if not torch.allclose(spectrum, flipped, rtol=1e-6):
             raise ValueError("the power spectrum must be symmetric, P(k) = P(-k), for real-valued images")
