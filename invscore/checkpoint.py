@@ -15,6 +15,27 @@ from torch import nn
 
 from .io import atomic_write, atomic_write_bytes, atomic_write_text
 
+
+def state_dict_mismatch(given, expected) -> tuple[list[str], list[str], list[str]]:
+    """How a state dict ``given`` {key: tensor} differs from an architecture's ``expected`` {key: tensor or
+    shape}: (missing keys, unexpected keys, 'key (given shape) (expected shape)' for mis-shaped ones), in the
+    architecture's key order; three empty lists when it loads strictly."""
+    shape = {k: tuple(getattr(v, "shape", v)) for k, v in expected.items()}
+    missing = [k for k in shape if k not in given]
+    unexpected = [k for k in given if k not in shape]
+    misshaped = [f"{k} {tuple(given[k].shape)} (expected {s})" for k, s in shape.items()
+                 if k in given and tuple(given[k].shape) != s]
+    return missing, unexpected, misshaped
+
+
+def describe_mismatch(missing, unexpected, misshaped, n: int = 5) -> str:
+    """One line naming the first ``n`` of each kind of :func:`state_dict_mismatch` problem."""
+    def show(keys):
+        more = f", … ({len(keys) - n} more)" if len(keys) > n else ""
+        return ", ".join(keys[:n]) + more if keys else "none"
+    return (f"{len(missing)} missing key(s): {show(missing)}; {len(unexpected)} unexpected key(s): "
+            f"{show(unexpected)}; {len(misshaped)} mis-shaped key(s): {show(misshaped)}")
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 NOISE_CONVENTION = "edm-ve-sigma"
 
@@ -86,10 +107,7 @@ def _load_into(model: nn.Module, path: Path, card: dict[str, Any]) -> None:
         raise ValueError(f"cannot read {path}: not a valid safetensors file ({exc}); {where}. "
                          "Re-export the checkpoint or fetch an intact copy.") from exc
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-                    for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape)
+    missing, unexpected, shapes = state_dict_mismatch(tensors, expected)
     if missing or unexpected or shapes:
         parts = []
         if missing:

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import describe_mismatch, state_dict_mismatch
 from ..sde import DiscreteVPSDE
 from .base import NetworkPrior
 from .formats import FormatError, register_format
@@ -188,12 +189,7 @@ def _expected(large: bool, cin: int, cout: int) -> dict[str, torch.Size]:
 
 
 def _compare(sd: dict, expected: dict):
-    given = {k: v for k, v in sd.items() if k not in _DERIVED}
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    misshaped = [(k, tuple(given[k].shape), tuple(s)) for k, s in expected.items()
-                 if k in given and tuple(given[k].shape) != tuple(s)]
-    return missing, unexpected, misshaped
+    return state_dict_mismatch({k: v for k, v in sd.items() if k not in _DERIVED}, expected)
 
 
 def _channels(sd: dict) -> tuple[int, int]:
@@ -201,12 +197,6 @@ def _channels(sd: dict) -> tuple[int, int]:
     cin = int(w_in.shape[1]) if w_in is not None and w_in.ndim == 4 else 3
     cout = int(w_out.shape[0]) if w_out is not None and w_out.ndim == 4 and int(w_out.shape[0]) == cin else 2 * cin
     return cin, cout
-
-
-def _show(keys, n=5) -> str:
-    keys = list(keys)
-    more = f", … ({len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more if keys else "none"
 
 
 def match_config(sd: dict, source: str = "state dict") -> tuple[bool, int, int]:
@@ -220,12 +210,10 @@ def match_config(sd: dict, source: str = "state dict") -> tuple[bool, int, int]:
             if not any(problems):
                 return large, cin, cout
             tried.append((sum(map(len, problems)), large, cout, problems))
-    n, large, cout, (missing, unexpected, misshaped) = min(tried, key=lambda r: r[0])
-    shapes = [f"{k} {g} (expected {e})" for k, g, e in misshaped]
+    n, large, cout, problems = min(tried, key=lambda r: r[0])
     raise FormatError(
         f"{source} does not match an ADM / guided-diffusion UNet. Closest: {_describe(large, cin, cout)}, with "
-        f"{len(missing)} missing key(s): {_show(missing)}; {len(unexpected)} unexpected key(s): "
-        f"{_show(unexpected)}; {len(misshaped)} mis-shaped key(s): {_show(shapes)}. Architectures tried: "
+        f"{describe_mismatch(*problems)}. Architectures tried: "
         + "; ".join(_describe(lg, cin, co) for _, lg, co, _ in tried)
         + ". Only DiffUNet's two 256x256 configurations are supported (other guided-diffusion "
           "hyper-parameters, e.g. class-conditional or 64x64 models, are not).")

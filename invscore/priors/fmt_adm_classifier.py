@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..checkpoint import describe_mismatch, state_dict_mismatch
 from ..nets.adm_classifier import CHANNEL_MULT, EncoderUNet, classifier_config
 from ..sde import DiscreteVPSDE
 from ..utils import per_sample
@@ -85,20 +86,6 @@ def _expected(cfg: dict) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in net.state_dict().items()}
 
 
-def _compare(sd: dict, expected: dict):
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    misshaped = [f"{k} {tuple(sd[k].shape)} (expected {tuple(s)})" for k, s in expected.items()
-                 if k in sd and tuple(sd[k].shape) != tuple(s)]
-    return missing, unexpected, misshaped
-
-
-def _show(items, n=5) -> str:
-    items = list(items)
-    more = f", … ({len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more if items else "none"
-
-
 def _read_io(sd: dict) -> tuple[int, int]:
     w_in, w_out = sd.get("input_blocks.0.0.weight"), sd.get("out.2.c_proj.weight")
     cin = int(w_in.shape[1]) if w_in is not None and w_in.ndim == 4 else 3
@@ -119,16 +106,14 @@ def match_classifier_config(sd: dict, source: str = "state dict", config: dict |
         candidates = [classifier_config(s, num_classes=classes, in_channels=cin) for s in sizes]
     tried = []
     for cfg in candidates:
-        problems = _compare(sd, _expected(cfg))
+        problems = state_dict_mismatch(sd, _expected(cfg))
         if not any(problems):
             return cfg
         tried.append((sum(map(len, problems)), cfg, problems))
-    _, cfg, (missing, unexpected, misshaped) = min(tried, key=lambda r: r[0])
+    _, cfg, problems = min(tried, key=lambda r: r[0])
     raise FormatError(
         f"{source} does not match an ADM / guided-diffusion noisy classifier (EncoderUNetModel). Closest: "
-        f"{_describe(cfg)}, with {len(missing)} missing key(s): {_show(missing)}; {len(unexpected)} unexpected "
-        f"key(s): {_show(unexpected)}; {len(misshaped)} mis-shaped key(s): {_show(misshaped)}. Configurations "
-        "tried: " + "; ".join(_describe(c) for _, c, _ in tried)
+        f"{_describe(cfg)}, with {describe_mismatch(*problems)}. Configurations tried: " + "; ".join(_describe(c) for _, c, _ in tried)
         + ". Supported: guided-diffusion's create_classifier defaults (width 128, depth 2, attention at 32/16/8, "
           "scale-shift norm, res-block down-sampling, attention pool) at 64, 128, 256 or 512 pixels; pass "
           "config=dict(...) of EncoderUNet arguments for other hyper-parameters.")
