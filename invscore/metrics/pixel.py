@@ -7,6 +7,9 @@ from torch import Tensor
 
 DATA_RANGE = 1.0
 
+#: the side of SSIM's Gaussian window (Wang et al. 2004): the smallest image side SSIM is defined on
+SSIM_WINDOW = 11
+
 
 def check_pair(x_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """Validate a (B, C, H, W) pair and clip both to [0, 1].
@@ -54,7 +57,7 @@ def ssim(x_hat: Tensor, x: Tensor) -> Tensor:
     use_sample_covariance=False, data_range=1.0). Needs H, W >= 11. Returns shape (B,).
     """
     x_hat, x = check_pair(x_hat, x)
-    if min(x.shape[-2:]) < 11:
+    if min(x.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM uses an 11x11 window; images must be at least 11x11, got {tuple(x.shape[-2:])}")
     return piq.ssim(x_hat, x, data_range=DATA_RANGE, reduction="none", downsample=False)
 

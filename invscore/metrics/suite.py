@@ -9,24 +9,26 @@ from typing import Mapping, Sequence
 from torch import Tensor
 
 from invscore.metrics.perceptual import MISSING_REPORTED, lpips
-from invscore.metrics.pixel import colorfulness, psnr, ssim
+from invscore.metrics.pixel import SSIM_WINDOW, colorfulness, psnr, ssim
 from invscore.metrics.weights import SETUP_COMMAND, MissingWeightsError
 
 ON_MISSING = ("raise", "warn", "skip")
 #: the smallest side LPIPS's trunks take (AlexNet's strides and pools leave nothing of a 16×16 image)
-_MIN_SIDE = 32
+LPIPS_MIN_SIDE = 32
 
 
-def _sized(out: dict, key: str, fn, too_small: bool, on_missing: str) -> None:
-    """``out[key] = fn()`` unless the images are too small for the metric: then raise or leave it out."""
-    if not too_small:
-        out[key] = fn()
-        return
-    msg = f"{key} is not defined for images this small (SSIM needs 11×11, LPIPS {_MIN_SIDE}×{_MIN_SIDE}); left out"
+def _too_small(key: str, need: int, side: int, on_missing: str) -> bool:
+    """Whether images whose short side is ``side`` are too small for metric ``key`` (which needs ``need``);
+    if so, raise or warn as ``on_missing`` says."""
+    if side >= need:
+        return False
+    msg = (f"{key} is not defined for images this small (it needs {need}×{need}, got {side} on the short side); "
+           "left out")
     if on_missing == "raise":
         raise ValueError(msg)
     if on_missing == "warn":
         warnings.warn(msg, stacklevel=3)
+    return True
 
 
 def _lpips_keys(lpips_nets: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
@@ -54,14 +56,12 @@ def compute_all(x_hat: Tensor, x: Tensor, lpips_nets: Sequence[str] | Mapping[st
     """
     if on_missing not in ON_MISSING:
         raise ValueError(f"on_missing must be one of {ON_MISSING}, got {on_missing!r}")
+    side = min(x.shape[-2:])
     out = {"psnr": psnr(x_hat, x)}
-    small = min(x.shape[-2:]) < _MIN_SIDE
-    _sized(out, "ssim", lambda: ssim(x_hat, x), min(x.shape[-2:]) < 11, on_missing)
+    if not _too_small("ssim", SSIM_WINDOW, side, on_missing):
+        out["ssim"] = ssim(x_hat, x)
     for key, net in _lpips_keys(lpips_nets).items():
-        if small:
-            _sized(out, key, None, True, on_missing)
-            continue
-        if on_missing == "warn" and net in MISSING_REPORTED:
+        if _too_small(key, LPIPS_MIN_SIDE, side, on_missing) or (on_missing == "warn" and net in MISSING_REPORTED):
             continue
         try:
             out[key] = lpips(x_hat, x, net=net)
