@@ -24,8 +24,8 @@ def _priors() -> list[str]:
                     "or train one with `python -m invscore train`)")
     rows.append(f"  shipped test-image sets: {', '.join(shipped_test_sets()) or 'none'}")
     from ..priors.formats import available_formats
-    for name, desc in available_formats().items():
-        rows.append(f"  --prior {name + ':PATH':<16} {desc}")
+    for spec, desc in available_formats().values():
+        rows.append(f"  --prior {spec:<22} {desc}")
     return rows
 
 
@@ -33,7 +33,8 @@ def _methods() -> list[str]:
     from ..conditional import METHODS
     rows = [f"  {'name':<11} {'steps':>5} {'grid':<8} {'operator':<8} {'NFE/step':>8} {'VJP/step':>8}  what"]
     for name, cls in METHODS.items():
-        m, c = cls(), cls().cost()
+        m = cls()
+        c = m.cost()
         rows.append(f"  {name:<11} {m.steps:>5} {m.grid:<8} {m.needs:<8} {c.nfe:>8} {c.vjp:>8}  {m.description}")
         if m.defaults:
             rows.append(f"  {'':<11} options: " + ", ".join(f"{k}={v}" for k, v in m.defaults.items()))

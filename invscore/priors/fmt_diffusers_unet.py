@@ -291,6 +291,6 @@ def load_diffusers(path: str, device=None, scheduler=None, time_input="step"):
 
 
 @register_format("diffusers", "a diffusers UNet2DModel folder (config.json + safetensors) with its "
-                              "scheduler/scheduler_config.json (DDPM table, epsilon/v/sample)")
+                              "scheduler/scheduler_config.json (DDPM table, epsilon/v/sample)", usage="DIR")
 def _loader(path: str, device):
     return load_diffusers(path, device)

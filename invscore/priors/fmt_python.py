@@ -51,4 +51,4 @@ def python_prior(spec: str, device=None):
 
 
 register_format("py", "your own network: FILE.py:FACTORY, a function returning a Prior with its data_shape "
-                      "(runs your file)", is_path=False)(lambda spec, device: python_prior(spec, device))
+                      "(runs your file)", is_path=False, usage="FILE.py:FACTORY")(lambda spec, device: python_prior(spec, device))

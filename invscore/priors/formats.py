@@ -18,25 +18,27 @@ class FormatError(ValueError):
     """A checkpoint that cannot be read in its declared format; the message says what to do instead."""
 
 
-#: format name -> (loader(path, device) -> (prior, card), one-line description, whether PATH is a file path)
-FORMATS: dict[str, tuple[Callable, str, bool]] = {}
+#: format name -> (loader(path, device) -> (prior, card), one-line description, whether PATH is a file path,
+#: what follows ``NAME:`` as the user writes it)
+FORMATS: dict[str, tuple[Callable, str, bool, str]] = {}
 
 
-def register_format(name: str, description: str, is_path: bool = True):
+def register_format(name: str, description: str, is_path: bool = True, usage: str = "PATH"):
     """Decorator adding ``loader(path: str, device) -> (prior, card)`` as ``--prior NAME:PATH``; with
-    ``is_path`` a missing PATH is refused before the loader runs."""
+    ``is_path`` a missing PATH is refused before the loader runs; ``usage`` is how ``list priors`` shows it."""
     def deco(fn):
         if name in FORMATS and FORMATS[name][0] is not fn:
             raise ValueError(f"prior format {name!r} is already registered")
-        FORMATS[name] = (fn, description, is_path)
+        FORMATS[name] = (fn, description, is_path, usage)
         return fn
     return deco
 
 
-def available_formats() -> dict[str, str]:
-    """Registered format names and their descriptions (``python -m invscore list priors`` prints them)."""
+def available_formats() -> dict[str, tuple[str, str]]:
+    """Registered format names -> (``NAME:USAGE`` as the user writes it, description); ``python -m invscore
+    list priors`` prints them."""
     _load_builtin()
-    return {k: d for k, (_, d, _) in FORMATS.items()}
+    return {k: (f"{k}:{usage}", d) for k, (_, d, _, usage) in FORMATS.items()}
 
 
 def split_spec(spec: str) -> tuple[str | None, str]:
@@ -54,7 +56,7 @@ def load_prior(spec: str, device=None):
     if fmt is None:
         raise FormatError(f"{spec!r} names no prior format; expected FORMAT:PATH with FORMAT one of "
                           f"{', '.join(sorted(FORMATS)) or 'none'}")
-    loader, _, is_path = FORMATS[fmt]
+    loader, _, is_path, _ = FORMATS[fmt]
     if is_path and not Path(path).exists():
         raise FileNotFoundError(f"prior file {path!r} ({fmt} format) does not exist")
     return loader(path, device)
