@@ -137,3 +137,10 @@ def test_classifier_free_guidance_at_weight_one_is_the_conditional_model():
     assert base.nfe - before == 2
     off = Guided(base, [ClassifierFreeGuidance(lambda xv, r, c: cond.denoise(xv, r), label=1, weight=0.0)])
     torch.testing.assert_close(off.x0(x, t), base.x0(x, t))
+
+
+def test_a_method_class_with_bad_facts_is_refused_when_written():
+    with pytest.raises(ValueError, match="declares needs='matrix'; expected one of"):
+        type("Bad", (Method,), {"name": "bad", "needs": "matrix"})
+    with pytest.raises(ValueError, match="declares grid='log'"):
+        type("Bad", (Method,), {"name": "bad", "grid": "log"})

@@ -50,6 +50,14 @@ class Method:
     vjp_per_step: ClassVar[int] = 0
     takes_guidance: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs):
+        # a method's declared facts are checked once, when its class is written, not at every solve
+        super().__init_subclass__(**kwargs)
+        if cls.needs not in NEEDS:
+            raise ValueError(f"method {cls.name!r} declares needs={cls.needs!r}; expected one of {sorted(NEEDS)}")
+        if cls.grid not in ("uniform", "edm"):
+            raise ValueError(f"method {cls.name!r} declares grid={cls.grid!r}; expected 'uniform' or 'edm'")
+
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
@@ -74,8 +82,6 @@ class Method:
     def check(self, operator) -> None:
         """Raise a one-line TypeError when ``operator`` lacks what the method needs, naming methods that fit."""
         import operators
-        if self.needs not in NEEDS:
-            raise ValueError(f"method {self.name!r} declares needs={self.needs!r}; expected one of {sorted(NEEDS)}")
         if not isinstance(operator, getattr(operators, NEEDS[self.needs])):
             fits = methods_for(operator)
             hint = f"{', '.join(fits)} (e.g. method={fits[0]!r})" if fits else "none"
