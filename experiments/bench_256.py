@@ -97,28 +97,6 @@ def build_problem(device: str, batch: int):
     return net, nparams, prior, op, x, y, counter
 
 
-def deepinv_sample_on_device(method, cfg, nfe, den, phys, y_u, seed=1, dtype=None):
-    """inverse_common.deepinv_sample (same samplers, settings and step counts) with deepinv's ``device``
-    argument and a generator on y's device: deepinv's DPS and DiffPIR default to device='cpu'."""
-    import numpy as np
-    import torch
-    import deepinv as dinv
-    dev = y_u.device
-    torch.manual_seed(seed)  # DDRM and DiffPIR draw from the global generator (CUDA's too)
-    np.random.seed(seed)
-    if method == "dinv_dps":
-        return dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
-                                 solver="ddpm", rng=torch.Generator(device=dev).manual_seed(seed),
-                                 dtype=dtype, device=dev)(y_u, phys)
-    with torch.no_grad():
-        if method == "dinv_ddrm":
-            return dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])(y_u, phys)
-        if method == "dinv_diffpir":
-            return dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
-                                         zeta=cfg["zeta"], lambda_=cfg["lambda_"], device=dev)(y_u, phys)
-    raise ValueError(f"unknown deepinv method {method!r}")
-
-
 def run_one(job: dict, problem) -> dict:
     import torch
     from inverse_common import deepinv_problem, deepinv_sample
@@ -153,8 +131,7 @@ def run_one(job: dict, problem) -> dict:
             out.update(nfe=res.nfe, vjp=res.vjp)
         else:
             den.calls = 0
-            sample = deepinv_sample if device == "cpu" else deepinv_sample_on_device
-            u = sample(method, DEEPINV_CFG[method], steps, den, phys, y_u, seed=3, dtype=torch.float32)
+            u = deepinv_sample(method, DEEPINV_CFG[method], steps, den, phys, y_u, seed=3, dtype=torch.float32)
             xs = 2 * u.detach().float() - 1
             out.update(nfe=den.calls / 1.0, vjp=None)  # one call denoises the whole batch: one NFE per image
     if cuda:

@@ -67,14 +67,16 @@ def run_invscore(prior, op, y, method: str, steps: int, seed: int = 1):
 def deepinv_sample(method: str, cfg: dict, nfe: int, den, phys, y_u, seed: int = 1, dtype=torch.float64):
     """One run of deepinv's sampler ``method`` (dinv_dps, dinv_pigdm, dinv_ddrm, dinv_diffpir) with settings
     ``cfg``, aiming at ``nfe`` denoiser calls, on deepinv's side of the bridges (u in [0, 1]); returns u.
-    ``dtype``: the state dtype of deepinv's DPS (its default float64)."""
-    torch.manual_seed(seed)  # DDRM and DiffPIR draw from the global generator
+    ``dtype``: the state dtype of deepinv's DPS (its default float64). Runs on ``y_u``'s device (deepinv's DPS
+    and DiffPIR default to device='cpu', so it is passed on)."""
+    dev = y_u.device
+    torch.manual_seed(seed)  # DDRM and DiffPIR draw from the global generator (CUDA's too)
     np.random.seed(seed)
-    rng = torch.Generator().manual_seed(seed)
+    rng = torch.Generator(device=dev).manual_seed(seed)
     if method == "dinv_dps":
         # timesteps linspace(1, 0, num_steps): the DDPM solver calls the denoiser num_steps − 1 times
         return dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
-                                 solver="ddpm", rng=rng, dtype=dtype)(y_u, phys)
+                                 solver="ddpm", rng=rng, dtype=dtype, device=dev)(y_u, phys)
     if method == "dinv_pigdm":
         ts = torch.linspace(1, 0, nfe + 1, dtype=torch.float64)
         solver = (dinv.sampling.DDPMSolver(timesteps=ts, rng=rng) if cfg["solver"] == "ddpm"
@@ -87,7 +89,7 @@ def deepinv_sample(method: str, cfg: dict, nfe: int, den, phys, y_u, seed: int =
             return dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])(y_u, phys)
         if method == "dinv_diffpir":
             return dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
-                                         zeta=cfg["zeta"], lambda_=cfg["lambda_"])(y_u, phys)
+                                         zeta=cfg["zeta"], lambda_=cfg["lambda_"], device=dev)(y_u, phys)
     raise ValueError(f"unknown deepinv method {method!r}")
 
 
