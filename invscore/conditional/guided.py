@@ -63,6 +63,10 @@ class Guided(Diffusion):
     def nfe(self, value: int) -> None:
         self.base.nfe = value
 
+    @property
+    def vjp(self) -> int:
+        return self.base.vjp
+
     def x0(self, x, t):
         t = torch.as_tensor(t, device=x.device, dtype=x.dtype)
         grad_x0 = any(term.needs_grad for term in self.terms)

@@ -41,6 +41,9 @@ class Prior(nn.Module):
 
     #: shape of one sample, e.g. ``(1, 32, 32)``; ``None`` when any shape is accepted
     data_shape: tuple | None = None
+    #: ``(σ_min, σ_max)`` the network was trained on (VE σ on [-1, 1] data); ``None`` when unknown.
+    #: :func:`~invscore.conditional.solve` warns when the sampling SDE goes far beyond it.
+    sigma_range: tuple | None = None
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
@@ -64,17 +67,43 @@ class Prior(nn.Module):
 
 
 class CallablePrior(Prior):
-    """Wrap a plain callable ``fn(x, sigma) -> x0_hat`` (or an ``nn.Module`` denoiser) as a frozen prior."""
+    """Wrap a plain callable ``fn(x, sigma) -> x0_hat`` (or an ``nn.Module`` denoiser) as a frozen prior.
 
-    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data_shape=None):
+    The modules ``fn`` uses are frozen (:func:`freeze`): ``fn`` itself, the object of a bound method, and the
+    modules a function or lambda reads from its closure or globals (``lambda x, s: net(x, s)`` freezes
+    ``net``). ``data_shape`` ``(C, H, W)`` lets solve check the operator's input against the prior;
+    ``sigma_range`` is the ``(σ_min, σ_max)`` it was trained on."""
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], data_shape=None,
+                 sigma_range=None):
         super().__init__()
-        if isinstance(fn, nn.Module):
-            freeze(fn)
+        if not callable(fn):
+            raise TypeError(f"CallablePrior takes a callable denoiser fn(x, sigma) -> x0_hat, got {type(fn).__name__}")
+        for module in _modules_used(fn):
+            freeze(module)
         self.fn = fn
         self.data_shape = tuple(data_shape) if data_shape is not None else getattr(fn, "data_shape", None)
+        sigma_range = sigma_range if sigma_range is not None else getattr(fn, "sigma_range", None)
+        self.sigma_range = tuple(float(s) for s in sigma_range) if sigma_range is not None else None
 
     def denoise(self, x, sigma):
         return self.fn(x, sigma)
+
+
+def _modules_used(fn) -> list[nn.Module]:
+    """The ``nn.Module`` s a callable runs: itself, a bound method's object, a function's closure and the
+    globals its code names (found without calling it)."""
+    import inspect
+    if isinstance(fn, nn.Module):
+        return [fn]
+    if isinstance(getattr(fn, "__self__", None), nn.Module):
+        return [fn.__self__]
+    try:
+        found = inspect.getclosurevars(fn)
+    except TypeError:  # a builtin or a callable object: nothing to inspect
+        return []
+    values = [*found.nonlocals.values(), *found.globals.values()]
+    return [v for v in values if isinstance(v, nn.Module)]
 
 
 _PARAMS = ("x0", "eps", "v", "score")
@@ -108,10 +137,12 @@ class NetworkPrior(Prior):
       was trained, but the query's noise level is then off by up to half a step (``x·a(t_i)`` carries noise
       ``a(t_i)·sigma`` where the network assumes ``s(t_i)``). Exact on the trained grid; samplers whose
       times lie on the grid (e.g. ``time_grid`` 'uniform' with N/steps integral) lose nothing.
+
+    ``sigma_range`` (trained VE σ on [-1, 1]) defaults to the SDE's ``(σ/α at t_min, σ/α at T)``.
     """
 
     def __init__(self, net: nn.Module, sde: SDE, parametrization: str = "eps", time_input="t",
-                 num_steps: int = 1000, data_shape=None):
+                 num_steps: int = 1000, data_shape=None, sigma_range=None):
         super().__init__()
         if parametrization not in _PARAMS:
             raise ValueError(f"unknown parametrization {parametrization!r}; expected one of {_PARAMS}")
@@ -129,6 +160,10 @@ class NetworkPrior(Prior):
                              f"(DiscreteVPSDE); got {sde!r}")
         self.time_input = time_input
         self.data_shape = tuple(data_shape) if data_shape is not None else None
+        if sigma_range is None:
+            ends = torch.tensor([sde.t_min, sde.T], dtype=torch.float64)
+            sigma_range = sde.ratio(ends).tolist()
+        self.sigma_range = tuple(float(s) for s in sigma_range)
 
     def _cond(self, t):
         ti = self.time_input
@@ -165,6 +200,12 @@ class NetworkPrior(Prior):
         return (xt + s**2 * out) / a
 
 
+def _name(prior) -> str:
+    fn = getattr(prior, "fn", None)
+    inner = getattr(fn, "__qualname__", type(fn).__name__) if fn is not None else None
+    return f"{type(prior).__name__}({inner})" if inner else type(prior).__name__
+
+
 def as_prior(obj) -> Prior:
     """Return ``obj`` if it is a :class:`Prior`, else wrap a callable denoiser ``D(x, sigma)``."""
     if isinstance(obj, Prior):
@@ -177,7 +218,9 @@ def as_prior(obj) -> Prior:
 class Diffusion:
     """A frozen prior seen through a forward SDE: Tweedie estimate, score and noise prediction at time t.
 
-    Counts network evaluations in :attr:`nfe` (a Python int, so counting never syncs a device).
+    Counts network evaluations in :attr:`nfe` and backward passes through the network in :attr:`vjp` (a
+    gradient hook on each differentiable x̂0 fires once per backward pass through it); both are Python ints,
+    so counting never syncs a device.
     Conditional terms subclass or wrap this and override :meth:`x0`; the score and eps follow from it,
     so every sampler is guided the same way (Dhariwal & Nichol 2021, Algorithm 2 vs eq. 12–14: adding
     ``∇ log p`` to the score is the same as shifting eps by ``−sigma ∇ log p``).
@@ -186,6 +229,10 @@ class Diffusion:
     def __init__(self, prior, sde: SDE):
         self.prior, self.sde = as_prior(prior), sde
         self.nfe = 0
+        self.vjp = 0
+
+    def _count_backward(self, grad):
+        self.vjp += 1
 
     def x0(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Tweedie estimate E[x0 | x_t] = D(x_t / alpha(t), sigma(t)/alpha(t))."""
@@ -193,7 +240,15 @@ class Diffusion:
         a = bcast(self.sde.alpha(t), x)
         self.nfe += 1
         # a float64 closed-form prior must not promote a float32 state: the sampler's dtype is the caller's
-        return self.prior.denoise(x / a, per_sample(self.sde.ratio(t), x)).to(x.dtype)
+        out = self.prior.denoise(x / a, per_sample(self.sde.ratio(t), x))
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TypeError(f"prior {_name(self.prior)} returned {got} for an input of shape {tuple(x.shape)}; a "
+                            "denoiser D(x, sigma) must return a tensor of its input's shape")
+        out = out.to(x.dtype)
+        if out.requires_grad:
+            out.register_hook(self._count_backward)
+        return out
 
     def score_from_x0(self, x, t, x0):
         """``(alpha x0 − x) / sigma²``: the score implied by a Tweedie estimate (no network call)."""

@@ -88,7 +88,8 @@ def load_prior(checkpoint: str, device, task: str | None = None):
         raise UserError(f"cannot load prior {checkpoint!r}: {exc}") from None
     card = net.card
     shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
-    return _check_prior(CallablePrior(net, data_shape=shape), card, checkpoint, device, task)
+    trained = (card["sigma_min"], card["sigma_max"]) if "sigma_min" in card and "sigma_max" in card else None
+    return _check_prior(CallablePrior(net, data_shape=shape, sigma_range=trained), card, checkpoint, device, task)
 
 
 def _check_prior(prior, card, checkpoint: str, device, task):
