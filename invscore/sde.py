@@ -16,7 +16,8 @@ import math
 
 import torch
 
-__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "DiscreteVPSDE", "ReverseSDE", "bcast", "make_sde"]
+__all__ = ["SDE", "VESDE", "VPSDE", "SubVPSDE", "EDMSDE", "DiscreteVPSDE", "FlowSDE", "ReverseSDE", "bcast",
+           "make_sde"]
 
 
 def bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -276,7 +277,7 @@ _SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE, "edm": EDMSDE}
 
 
 def make_sde(name: str, **kwargs) -> SDE:
-    """Build an SDE by name: ``'ve'``, ``'vp'``, ``'subvp'`` or ``'edm'``."""
+    """Build an SDE by name: ``'ve'``, ``'vp'``, ``'subvp'``, ``'edm'`` or ``'flow'`` (rectified flow's path)."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in _SDES:
         raise ValueError(f"unknown SDE {name!r}; expected one of {sorted(_SDES)}")
@@ -284,3 +285,6 @@ def make_sde(name: str, **kwargs) -> SDE:
 
 
 from .sde_discrete import DiscreteVPSDE  # noqa: E402  (it subclasses SDE, defined above)
+from .sde_flow import FlowSDE  # noqa: E402
+
+_SDES["flow"] = FlowSDE

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from invscore.sde import EDMSDE, SubVPSDE, VESDE, VPSDE, make_sde
+from invscore.sde import EDMSDE, FlowSDE, SubVPSDE, VESDE, VPSDE, make_sde
 
-SDES = [VPSDE(), SubVPSDE(), VESDE(sigma_min=0.01, sigma_max=50.0), EDMSDE()]
-IDS = ["vp", "subvp", "ve", "edm"]
+SDES = [VPSDE(), SubVPSDE(), VESDE(sigma_min=0.01, sigma_max=50.0), EDMSDE(), FlowSDE()]
+IDS = ["vp", "subvp", "ve", "edm", "flow"]
 
 
 @pytest.mark.parametrize("sde", SDES, ids=IDS)

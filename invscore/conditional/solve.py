@@ -34,7 +34,7 @@ def _diffusion(prior, sde) -> Diffusion:
         return prior
     sde = make_sde(sde) if isinstance(sde, str) else sde
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be 've', 'vp', 'subvp' or an invscore.SDE, got {type(sde).__name__}")
+        raise TypeError(f"sde must be 've', 'vp', 'subvp', 'edm', 'flow' or an invscore.SDE, got {type(sde).__name__}")
     return Diffusion(prior, sde)
 
 

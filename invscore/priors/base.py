@@ -106,7 +106,7 @@ def _modules_used(fn) -> list[nn.Module]:
     return [v for v in values if isinstance(v, nn.Module)]
 
 
-_PARAMS = ("x0", "eps", "v", "score")
+_PARAMS = ("x0", "eps", "v", "score", "flow")
 
 
 class NetworkPrior(Prior):
@@ -117,6 +117,10 @@ class NetworkPrior(Prior):
     - ``'eps'`` (DDPM, Ho et al. 2020):   x0 = (x_t − s·out) / a
     - ``'v'`` (Salimans & Ho 2022, VP):   x0 = a x_t − s·out
     - ``'score'`` (Song et al. 2021):     x0 = (x_t + s²·out) / a
+    - ``'flow'`` (flow matching / rectified flow, Lipman et al. 2023; Liu et al. 2023): the velocity
+      ``out = dx_t/dt = ȧ x0 + ṡ ε``, so x0 = (s·out − ṡ x_t) / (ȧ s − ṡ a) with ȧ = f a and
+      ṡ = (g² + 2 f s²) / (2 s) from the SDE; on :class:`~invscore.sde_flow.FlowSDE` (a = 1 − t, s = t)
+      this is x0 = x_t − t·out
 
     ``time_input`` maps the native time to the network's conditioning: ``'t'`` (continuous time),
     ``'sigma'`` (the native std, as NCSN/NCSN++ VE models), ``'ddpm'`` (``t·(N−1)`` for N-step DDPM
@@ -197,6 +201,10 @@ class NetworkPrior(Prior):
             return (xt - s * out) / a
         if p == "v":
             return a * xt - s * out
+        if p == "flow":
+            f, g2 = bcast(self.sde.f(t), x), bcast(self.sde.g2(t), x)
+            da, ds = f * a, (g2 + 2 * f * s**2) / (2 * s)
+            return (s * out - ds * xt) / (da * s - ds * a)
         return (xt + s**2 * out) / a
 
 
