@@ -13,15 +13,20 @@ Measured per run (library, method, batch, dtype):
   * NFE per image: invscore's ``res.nfe`` and ``res.vjp`` (declared), deepinv's denoiser call count; and,
     for both, the network's own count from a forward pre-hook: images through the network / batch, and
     of those the ones with autograd on (a forward that is differentiated, i.e. one VJP);
+  * with ``--checkpointing off on``, the gradient methods (and deepinv's DPS, on the same prior) run a second
+    time with activation checkpointing on the network's blocks
+    (:func:`invscore.priors.checkpointing.activation_checkpointing`), rows marked ``+ckpt``;
   * peak memory: CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``, minus the
     memory allocated before the call (weights, x, y); CPU: each run in a fresh subprocess, the kernel's
     peak-RSS counter (VmHWM) reset just before the call by writing 5 to /proc/self/clear_refs, and the
     peak is VmHWM after the call minus VmRSS before it (weights and inputs excluded).
 
 Usage:
-  nice python experiments/bench_256.py --device cpu --batch 1 --steps 2 --out experiments/results/bench_256_cpu
+  nice python experiments/bench_256.py --device cpu --batch 1 --steps 2 --checkpointing off on \
+      --out experiments/results/bench_256_cpu
   python experiments/bench_256.py --gpu-all --out experiments/results/bench_256_gpu
-      (CUDA: batch 1 and 8 x float32 and bf16 autocast, every method, one process, one warm-up forward)
+      (CUDA: batch 1 and 8 x float32 and bf16 autocast, every method, checkpointing off and on, one process,
+      one warm-up forward)
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ sys.path.insert(0, str(HERE))
 INVSCORE_METHODS = ["projection", "ddrm", "dps", "pigdm", "mmps", "smc"]
 DEEPINV_METHODS = ["dinv_dps", "dinv_ddrm", "dinv_diffpir"]
 GRADIENT_METHODS = {"dps", "pigdm", "mmps"}  # must not use more memory than deepinv's DPS at the same batch
+CHECKPOINTABLE = GRADIENT_METHODS | {"dinv_dps"}  # the runs that differentiate through the network
 DEEPINV_CFG = {"dinv_dps": {"weight": 1.0, "guidance": "norm"},
                "dinv_ddrm": {"eta": 0.85, "etab": 1.0},
                "dinv_diffpir": {"zeta": 0.3, "lambda_": 7.0}}
@@ -101,8 +107,10 @@ def run_one(job: dict, problem) -> dict:
     import torch
     from inverse_common import deepinv_problem, deepinv_sample
     from invscore.conditional import solve
+    from invscore.priors.checkpointing import activation_checkpointing
 
     net, nparams, prior, op, x, y, counter = problem
+    activation_checkpointing(prior, on=bool(job.get("checkpointing")))  # CUDA jobs share one prior
     device, batch, lib, method, steps = job["device"], job["batch"], job["lib"], job["method"], job["steps"]
     cuda = device == "cuda"
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if job["dtype"] == "bf16"
@@ -188,16 +196,24 @@ def run_jobs(jobs, isolate: bool, threads: int | None, log=print) -> list[dict]:
         got = [json.loads(l[7:]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode != 0 or len(got) < len(group):
             tail = (proc.stderr or "").strip().splitlines()[-3:]
-            done = {(r["lib"], r["method"], r["batch"], r["dtype"]) for r in got}
+            done = {_key(r) for r in got}
             got += [dict(j, error=f"worker rc={proc.returncode}: {' | '.join(tail)}") for j in group
-                    if (j["lib"], j["method"], j["batch"], j["dtype"]) not in done]
+                    if _key(j) not in done]
         for r in got:
-            log(f"  {r['lib']:<8} {r['method']:<13} B={r['batch']} {r['dtype']:<7} "
+            log(f"  {r['lib']:<8} {_label(r):<13} B={r['batch']} {r['dtype']:<7} "
                 + (f"ERROR {r['error']}" if "error" in r else
                    f"{r['sec_per_image']:8.2f} s/img  NFE {r['net_nfe']:g} (grad {r['net_grad_nfe']:g})  "
                    f"peak {r['peak_mib']:8.1f} MiB") + f"   [{time.perf_counter() - t0:.0f}s process]", flush=True)
         results += got
     return results
+
+
+def _key(r):
+    return r["lib"], r["method"], r["batch"], r["dtype"], bool(r.get("checkpointing"))
+
+
+def _label(r):
+    return r["method"] + (" +ckpt" if r.get("checkpointing") else "")
 
 
 def fmt(v, spec):
@@ -206,20 +222,21 @@ def fmt(v, spec):
 
 def table(results: list[dict]) -> str:
     ref = {(r["batch"], r["dtype"]): r["peak_mib"] for r in results
-           if r["method"] == "dinv_dps" and "error" not in r}
+           if r["method"] == "dinv_dps" and not r.get("checkpointing") and "error" not in r}
     head = ("| library | method | batch | dtype | steps | s / image | NFE / image (declared) | VJP / image (declared) "
             "| net fwd / image | of which with grad | peak mem (MiB) | ÷ deepinv DPS | ≤ DPS? |")
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     order = {m: i for i, m in enumerate(INVSCORE_METHODS + DEEPINV_METHODS)}
-    for r in sorted(results, key=lambda r: (r["batch"], r["dtype"], order.get(r["method"], 99))):
+    for r in sorted(results, key=lambda r: (r["batch"], r["dtype"], bool(r.get("checkpointing")),
+                                            order.get(r["method"], 99))):
         if "error" in r:
-            lines.append(f"| {r['lib']} | {r['method']} | {r['batch']} | {r['dtype']} | {r['steps']} | "
+            lines.append(f"| {r['lib']} | {_label(r)} | {r['batch']} | {r['dtype']} | {r['steps']} | "
                          f"error: {r['error'][:80]} |||||||||")
             continue
         d = ref.get((r["batch"], r["dtype"]))
         ratio = r["peak_mib"] / d if d else None
         check = ("yes" if ratio <= 1.0 else "**NO**") if (r["method"] in GRADIENT_METHODS and ratio is not None) else ""
-        lines.append(f"| {r['lib']} | {r['method']} | {r['batch']} | {r['dtype']} | {r['steps']} | "
+        lines.append(f"| {r['lib']} | {_label(r)} | {r['batch']} | {r['dtype']} | {r['steps']} | "
                      f"{fmt(r['sec_per_image'], '.2f')} | {fmt(r['nfe'], 'g')} | {fmt(r['vjp'], 'g')} | "
                      f"{fmt(r['net_nfe'], 'g')} | {fmt(r['net_grad_nfe'], 'g')} | {fmt(r['peak_mib'], '.1f')} | "
                      f"{fmt(ratio, '.2f')} | {check} |")
@@ -234,8 +251,12 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["float32", "bf16"], nargs="+", default=["float32"])
     p.add_argument("--methods", nargs="+", default=INVSCORE_METHODS + DEEPINV_METHODS,
                    help="subset of " + " ".join(INVSCORE_METHODS + DEEPINV_METHODS))
+    p.add_argument("--checkpointing", choices=["off", "on"], nargs="+", default=["off"],
+                   help="activation checkpointing of the network's blocks: 'off on' adds +ckpt rows for "
+                        + ", ".join(sorted(CHECKPOINTABLE)))
     p.add_argument("--gpu-all", action="store_true",
-                   help="CUDA: batch 1 and 8 x float32 and bf16 autocast, every method, in one invocation")
+                   help="CUDA: batch 1 and 8 x float32 and bf16 autocast, every method, checkpointing off and on, "
+                        "in one invocation")
     p.add_argument("--isolate", action="store_true",
                    help="one fresh subprocess per run (always on CPU, where peak RSS needs it)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
@@ -245,7 +266,7 @@ def main(argv=None):
     if a.worker is not None:
         return worker(json.loads(a.worker), a.threads)
     if a.gpu_all:
-        a.device, a.batch, a.dtype = "cuda", [1, 8], ["float32", "bf16"]
+        a.device, a.batch, a.dtype, a.checkpointing = "cuda", [1, 8], ["float32", "bf16"], ["off", "on"]
     if a.device == "cpu" and "bf16" in a.dtype:
         sys.exit("bench_256: --dtype bf16 is torch.autocast on CUDA only; refusing on CPU")
     import torch
@@ -256,9 +277,10 @@ def main(argv=None):
         sys.exit(f"bench_256: unknown methods {sorted(unknown)}")
     steps = a.steps or (3 if a.device == "cpu" else 20)
     methods = [m for m in INVSCORE_METHODS + DEEPINV_METHODS if m in a.methods]
-    jobs = [dict(device=a.device, batch=b, dtype=dt, steps=steps, method=m,
+    jobs = [dict(device=a.device, batch=b, dtype=dt, steps=steps, method=m, checkpointing=ck == "on",
                  lib="deepinv" if m.startswith("dinv_") else "invscore")
-            for b in a.batch for dt in a.dtype for m in methods]
+            for b in a.batch for dt in a.dtype for ck in a.checkpointing for m in methods
+            if ck == "off" or m in CHECKPOINTABLE]
     command = "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:]))
     print(f"bench_256: {len(jobs)} runs on {a.device}, steps {steps}", flush=True)
     t0 = time.perf_counter()
@@ -279,7 +301,7 @@ def main(argv=None):
         out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"command": command, "device": a.device, "steps": steps, "batches": a.batch, "dtypes": a.dtype,
                 "operator": f"inpaint_center {IMG} sigma_y={SIGMA_Y}", "smc_particles": SMC_PARTICLES,
-                "deepinv_configs": DEEPINV_CFG, "total_seconds": total, "env": env,
+                "deepinv_configs": DEEPINV_CFG, "checkpointing": a.checkpointing, "total_seconds": total, "env": env,
                 "memory": results[0].get("mem_how") if results else None}
         out.with_suffix(".json").write_text(json.dumps({"meta": meta, "runs": results}, indent=1))
         mem = ("CUDA: torch.cuda.max_memory_allocated during the call (peak stats reset) minus memory "
@@ -299,6 +321,10 @@ def main(argv=None):
               "NFE columns: *declared* = invscore `res.nfe` / `res.vjp` and deepinv's denoiser call count; "
               "*net fwd* = images through the network / batch, counted by a forward pre-hook on the network, "
               "*with grad* = those forwards with autograd on (each followed by one VJP).", "",
+              "`+ckpt`: activation checkpointing on the network's blocks "
+              "(`invscore.priors.checkpointing.activation_checkpointing(prior)`: DiffUNet's input and output "
+              "blocks keep only their inputs and recompute their activations in the backward pass); the "
+              "÷ deepinv DPS column divides by deepinv's DPS without it.", "",
               tab, "",
               f"Total wall time {total:.0f} s; env {json.dumps(env)}.", ""]
         out.with_suffix(".md").write_text("\n".join(md))

@@ -19,7 +19,7 @@ from invscore.samplers import sample_ddim, time_grid
 from invscore.sde import VPSDE
 from invscore.testing import grid_mixture, mixture_problem
 from posterior_common import (FINAL, RESULTS, SWEEP, C, deepinv_setup, notes_section, plot_grid, problem_tables,
-                              read_csv, run_deepinv, sw_to_reference, write_csv, write_md)
+                              read_csv, run_deepinv, sw_to_reference, write_csv, write_html, write_md)
 
 FINAL_NFE = [20, 50, 100, 200, 500]
 SMC_UNIFORM_MAX_NFE = 200  # solve()'s uniform-grid SMC only up to here (time budget; the sweep has the rest)
@@ -299,6 +299,7 @@ def write_final(rows, agg, n, seeds, m_ref, elapsed, notes, prefix=FINAL):
                                    f"{r['error']}" for r in errs])
     write_md(prefix, lines)
     plot_final(agg, os.path.join(RESULTS, prefix + ".png"))
+    write_html(prefix)
     return vs, vd
 
 

@@ -16,7 +16,7 @@ from invscore.conditional import solve
 from invscore.stats import sliced_wasserstein
 from invscore.testing import mixture_problem, posterior_references
 from posterior_common import (ORACLE_STEPS, RESULTS, SWEEP, C, deepinv_setup, notes_section, plot_grid, problem_tables,
-                              read_csv, read_elapsed, run_deepinv, write_csv, write_elapsed, write_md)
+                              read_csv, read_elapsed, run_deepinv, write_csv, write_elapsed, write_html, write_md)
 
 #: invscore runs: method -> list of (label, solve kwargs)
 INV_STEPS = [20, 50, 100, 200, 500]
@@ -173,6 +173,7 @@ def write_outputs(rows, n, elapsed, notes, prefix=SWEEP):
                                        for r in errs])
     write_md(prefix, lines)
     plot(best, os.path.join(RESULTS, prefix + ".png"))
+    write_html(prefix)
     return best, vs
 
 

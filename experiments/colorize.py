@@ -142,6 +142,10 @@ def main(argv=None):
     write_json(RESULTS / f"colorization{suffix}.json",
                dict(prior=str(args.prior), n=n, sigma_y=args.sigma_y, ground_truth_colorfulness=[gt_c, gt_se],
                     rows=rows, tuning=[[cfg_label(c), p] for c, p in tuning], seconds=elapsed))
+    from invscore.run.report import write_experiment_report  # a page to look at: the .md with its figure
+    write_experiment_report(RESULTS / f"colorization{suffix}.html", f"colorization{suffix}",
+                            markdown=RESULTS / f"colorization{suffix}.md",
+                            figures=[RESULTS / f"colorization{suffix}.png"])
     print("\n".join(L))
 
 

@@ -111,6 +111,14 @@ def write_md(prefix, lines):
     atomic_write_text(os.path.join(RESULTS, prefix + ".md"), "\n".join(lines) + "\n")
 
 
+def write_html(prefix):
+    """RESULTS/prefix.html: the .md, the quality-vs-NFE figure and the CSV in one self-contained page."""
+    from invscore.run.report import write_experiment_report
+    base = os.path.join(RESULTS, prefix)
+    write_experiment_report(base + ".html", prefix, markdown=base + ".md", figures=[base + ".png"],
+                            tables=[base + ".csv"])
+
+
 # --- the plot: one panel per problem (d rows, d_y columns), one line per (library, method) ---------------
 
 def plot_grid(rows, path, series, refs, ylabel, title, xticks=None, fig_legend=False):

@@ -441,6 +441,10 @@ def main(argv=None):
                            "classifier_card": {k: read_card(CLASSIFIER).get(k) for k in ("steps", "training_time_s")}}
     res["seconds"] = time.perf_counter() - t0
     md = write_report(res, images, grids, Path(a.out), log=log)
+    out = Path(a.out)
+    from invscore.run.report import write_experiment_report  # a page to look at: the .md with its figures
+    write_experiment_report(out.with_suffix(".html"), out.name, markdown=out.with_suffix(".md"),
+                            figures=sorted(out.parent.glob(f"{out.name}_*.png")))
     print(md)
     return res
 

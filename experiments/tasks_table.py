@@ -280,7 +280,11 @@ def main(argv=None):
                   "one posterior sample per method (table runs); column blocks: " + ", ".join(args.tasks))
     elapsed = time.perf_counter() - start
     write_outputs(rows, tuning, args, card, elapsed, prefix)
-    print(f"\nwrote {RESULTS}/{prefix}.{{md,csv}} in {elapsed / 60:.1f} min")
+    from invscore.run.report import write_experiment_report  # a page to look at: tables, quality-vs-NFE plots
+    figures = [RESULTS / f"tasks_nfe_{t}.png" for t in args.tasks] + [RESULTS / "tasks_samples.png"]
+    figures = [] if args.quick else figures  # --quick draws no figures; older ones would mislead
+    write_experiment_report(RESULTS / f"{prefix}.html", prefix, markdown=RESULTS / f"{prefix}.md", figures=figures)
+    print(f"\nwrote {RESULTS}/{prefix}.{{md,csv,html}} in {elapsed / 60:.1f} min")
     print((RESULTS / f"{prefix}.md").read_text())
 
 

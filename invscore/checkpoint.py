@@ -60,10 +60,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any], 
     """
     from safetensors.torch import save as st_save
 
-    for key in ("arch", "kind", "image_size", "channels"):
-        if key not in card:
-            raise ValueError(f"model card is missing {key!r}; it needs arch, kind, image_size, channels")
     path = Path(path).with_suffix(".safetensors")
+    check_card(card, card_path(path))
     dtype = torch.float16 if half else torch.float32
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in model.state_dict().items()}
@@ -92,7 +90,35 @@ def read_card(path_or_name: str | os.PathLike) -> dict[str, Any]:
     if not p.exists():
         raise FileNotFoundError(f"model card {p} not found; a checkpoint is a .safetensors file plus "
                                 "its .json card (written by invscore.checkpoint.save_model)")
-    return json.loads(p.read_text())
+    try:
+        card = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"model card {p} is not valid JSON ({exc}); fix the file or re-save the checkpoint "
+                         "with invscore.checkpoint.save_model") from None
+    return check_card(card, p)
+
+
+#: what a model card must hold (``save_model`` writes them); ``image_size`` and ``channels`` positive integers
+CARD_KEYS = ("arch", "kind", "image_size", "channels")
+
+
+def check_card(card: Any, where: str | os.PathLike = "model card") -> dict[str, Any]:
+    """Return ``card`` if it is a model card invscore can rebuild a network from, else raise a ValueError
+    naming the missing or malformed entry (the one check of a card, whoever reads it)."""
+    if not isinstance(card, dict):
+        raise ValueError(f"model card {where} must be a JSON object, got {type(card).__name__}")
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise ValueError(f"model card {where} lacks {', '.join(map(repr, missing))}; a card needs "
+                         f"{', '.join(CARD_KEYS)} (as written by invscore.checkpoint.save_model)")
+    for key in ("image_size", "channels"):
+        v = card[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"model card {where}: {key!r} must be a positive integer, got {v!r}")
+    if not isinstance(card["arch"], dict) or "name" not in card["arch"]:
+        raise ValueError(f"model card {where}: 'arch' must be an object with a 'name' (the invscore.nets "
+                         f"architecture), got {card['arch']!r}")
+    return card
 
 
 def _load_into(model: nn.Module, path: Path, card: dict[str, Any]) -> None:
@@ -133,6 +159,10 @@ def _load(path_or_name, kind: str, device) -> nn.Module:
     model = build(card["arch"])
     _load_into(model, path, card)
     model.card = card  # plain attribute: callers can read image_size/channels without reopening the JSON
+    # CallablePrior(model) reads these, so a hand-wrapped checkpoint is still checked against its card's size
+    model.data_shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
+    if "sigma_min" in card and "sigma_max" in card:
+        model.sigma_range = (float(card["sigma_min"]), float(card["sigma_max"]))
     model.to(device).eval().requires_grad_(False)
     return model
 
@@ -156,5 +186,24 @@ def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a resume state with `torch.load(weights_only=True)`: pickled code is refused."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Load a resume state with `torch.load(weights_only=True)`: pickled code is refused, with a ValueError
+    that says so (torch's own message suggests turning the protection off; invscore never does)."""
+    import pickle
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume state {path} does not exist; start without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = str(exc).split("Unsupported global:", 1)[-1].split(" was not", 1)[0].replace("GLOBAL", "").strip()
+        what = f"a pickled {found}" if "Unsupported global" in str(exc) else "objects other than tensors"
+        raise ValueError(f"resume state {path} holds {what}: refused for safety (loading it could run code); "
+                         "a state written by invscore.training is a plain dict of tensors, numbers and "
+                         "strings, so start without --resume or from one of its own state.pt files") from None
+    except Exception as exc:  # torch/struct/zip errors of a file that is not a torch.save archive
+        raise ValueError(f"cannot read resume state {path} ({str(exc).splitlines()[0]}); it is not a torch.save "
+                         "file, or it is truncated; start without --resume") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"resume state {path} holds a {type(state).__name__}, not the dict invscore.training "
+                         "writes; start without --resume")
+    return state

@@ -183,9 +183,7 @@ def _card(args, cfg, x, step, loss, elapsed, n_params) -> dict[str, Any]:
 
 def _restore(state_path: Path, model: nn.Module, ema: EMA, opt, gen: torch.Generator) -> dict[str, Any]:
     """Load a resume state into the run's objects; returns its progress counters."""
-    if not state_path.exists():
-        raise FileNotFoundError(f"--resume given but {state_path} does not exist; start without --resume")
-    st = ckpt.load_state(state_path)
+    st = ckpt.load_state(state_path)  # refuses a missing file and anything but plain data, one line each
     model.load_state_dict(st["model"])
     ema.model.load_state_dict(st["ema"])
     opt.load_state_dict(st["opt"])
@@ -375,15 +373,19 @@ def ship(run_dir: str | Path, name: str, notes: dict[str, Any] | None = None) ->
     return dst
 
 
-def main(argv=None) -> None:
-    """Entry point for `python -m invscore.training`."""
+def main(argv=None) -> int | None:
+    """Entry point for `python -m invscore.training`; a refused resume state prints one line and returns 2."""
     args = parser().parse_args(argv)
     if args.ship_as:
         print(ship(args.out, args.ship_as))
         return
     if args.resume:
         # The run's own options win over defaults; explicit flags on the command line still apply.
-        prev = ckpt.load_state(Path(args.out) / "state.pt")["args"]
+        try:  # load_state refuses a missing file and anything but plain data
+            prev = ckpt.load_state(Path(args.out) / "state.pt").get("args")
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"invscore: error: {exc}", file=sys.stderr)
+            return 2
         given = {a.dest for a in parser()._actions if any(o in (argv or sys.argv[1:]) for o in a.option_strings)}
         for k, v in prev.items():
             if k not in given and k not in ("resume", "image_channels", "image_size"):
@@ -393,4 +395,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

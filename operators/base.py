@@ -9,7 +9,7 @@ samplers calling them inside a loop pay nothing for it.
 from __future__ import annotations
 
 import math
-
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -128,7 +128,9 @@ class LinearOperator(Operator):
     x = 0 (Hestenes & Stiefel 1952; CG iterates stay in range(Aᵀ), so the limit is A⁺y).
     """
 
-    #: CG settings of the default pseudo-inverse (relative residual tolerance and iteration cap).
+    #: CG settings of the default pseudo-inverse: it stops when ‖Aᵀ(A x − y)‖ ≤ pinv_tol·‖Aᵀy‖ (the normal
+    #: equations' relative residual) and warns with the residual it reached when pinv_maxiter comes first.
+    #: For an ill-conditioned A (a wide spatial Gaussian blur) that residual bounds ‖A A⁺y − y‖ only loosely.
     pinv_tol: float = 1e-6
     pinv_maxiter: int = 200
 
@@ -141,7 +143,8 @@ class LinearOperator(Operator):
         return self._A_T(self._A(x))
 
     def _A_pinv(self, y: torch.Tensor) -> torch.Tensor:
-        return conjugate_gradient(self._AtA, self._A_T(y), tol=self.pinv_tol, maxiter=self.pinv_maxiter)
+        return conjugate_gradient(self._AtA, self._A_T(y), tol=self.pinv_tol, maxiter=self.pinv_maxiter,
+                                  warn=f"{type(self).__name__}.A_pinv")
 
     def A_T(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint Aᵀy, defined by <Ax, y> = <x, Aᵀy>."""
@@ -165,12 +168,14 @@ def conjugate_gradient(
     tol: float = 1e-6,
     maxiter: int = 200,
     check_every: int = 10,
+    warn: str | None = None,
 ) -> torch.Tensor:
     """Batched conjugate gradients for M x = b with M symmetric positive semi-definite.
 
     Hestenes & Stiefel (1952), Algorithm CG, started at x = 0. Each sample has its own step sizes;
     it stops when every sample's residual satisfies ||r|| <= tol ||b||. The convergence test reads
-    a scalar from the device, so it runs only every ``check_every`` iterations.
+    a scalar from the device, so it runs only every ``check_every`` iterations. With ``warn`` (a label
+    naming the caller) a solve that reaches ``maxiter`` first warns with the residual it reached.
     """
     x = torch.zeros_like(b)
     r = b.clone()
@@ -195,6 +200,11 @@ def conjugate_gradient(
         rs = rs_new
         if (it + 1) % check_every == 0 and not bool((ok & (rs > thresh)).any()):
             break
+    else:
+        if warn is not None and bool((rs > thresh).any()):
+            reached = float((rs / _bdot(b, b).clamp_min(torch.finfo(b.dtype).tiny)).max().sqrt())
+            warnings.warn(f"{warn}: conjugate gradients did not converge in {maxiter} iterations: relative "
+                          f"residual {reached:.2e} > tol {tol:.0e}; raise pinv_maxiter or pinv_tol", stacklevel=3)
     return x
 
 

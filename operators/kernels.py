@@ -14,14 +14,26 @@ from kornia.filters import get_gaussian_kernel1d, get_gaussian_kernel2d
 __all__ = ["gaussian_kernel", "gaussian_kernel_1d", "motion_kernel", "check_kernel"]
 
 
+def _check_sigma(sigma) -> float:
+    """The Gaussian std in pixels as a float > 0 (kornia would square a negative one and carry on)."""
+    try:
+        value = float(sigma)
+    except (TypeError, ValueError):
+        raise TypeError(f"the Gaussian blur sigma must be a number (std in pixels), got {sigma!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"the Gaussian blur sigma must be a finite number > 0 (std in pixels), got {sigma!r}")
+    return value
+
+
 def _default_size(sigma: float) -> int:
     return 2 * math.ceil(3.0 * sigma) + 1
 
 
 def gaussian_kernel_1d(sigma: float, size: int | None = None) -> torch.Tensor:
     """Normalised sampled Gaussian exp(-t²/2σ²), length ``size`` (default 2⌈3σ⌉+1), via kornia."""
+    sigma = _check_sigma(sigma)
     size = _default_size(sigma) if size is None else int(size)
-    return get_gaussian_kernel1d(size, float(sigma), dtype=torch.float64)[0]
+    return get_gaussian_kernel1d(size, sigma, dtype=torch.float64)[0]
 
 
 def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
@@ -29,8 +41,9 @@ def gaussian_kernel(sigma: float, size: int | None = None) -> torch.Tensor:
 
     DPS (Chung et al. 2023, §4) uses size 61 and σ = 3.0 on 256×256 images.
     """
+    sigma = _check_sigma(sigma)
     size = _default_size(sigma) if size is None else int(size)
-    return get_gaussian_kernel2d(size, (float(sigma), float(sigma)), dtype=torch.float64)[0]
+    return get_gaussian_kernel2d(size, (sigma, sigma), dtype=torch.float64)[0]
 
 
 def motion_kernel(size: int = 61, intensity: float = 0.5, generator: torch.Generator | None = None,

@@ -149,7 +149,12 @@ def mask_from_file(path, img_size=None, threshold: float = 0.5, invert: bool = F
     if not path.is_file():
         raise ValueError(f"mask file {str(path)!r} does not exist; expected an image file (bright = observed, "
                          "dark = missing)")
-    img = Image.open(path).convert("L")
+    try:
+        with Image.open(path) as opened:
+            img = opened.convert("L")
+    except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"cannot read mask file {str(path)!r} as an image ({type(exc).__name__}); expected a "
+                         "PNG/JPEG mask (bright = observed, dark = missing)") from None
     if img_size is not None:
         _, h, w = _img_size(img_size)
         img = img.resize((w, h), Image.NEAREST)

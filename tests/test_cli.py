@@ -215,3 +215,15 @@ def test_io_roundtrip_and_grid(tmp_path):
     back = io.fit_images(gray, 3, (16, 24))
     assert back.shape == (2, 3, 16, 24)
     torch.testing.assert_close(back, gray[:, :1, :16, :24].expand(-1, 3, -1, -1))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list", "tasks"], []])
+def test_help_and_list_tasks_do_not_import_torch(argv):
+    """`--help` should answer at once; importing torch took 4-16 s on a busy machine."""
+    code = ("import sys\nfrom invscore.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)" % (argv,))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "False"
+    assert "usage" in res.stdout or "inpaint" in res.stdout

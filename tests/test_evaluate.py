@@ -76,8 +76,41 @@ def test_rerun_never_overwrites_and_interrupted_run_is_visibly_incomplete(prior,
     monkeypatch.setattr(invscore.conditional, "solve", interrupted)
     assert main(args) == 130
     partial = tmp_path / "same-2"
-    assert (partial / "config.yaml").exists()
-    assert not (partial / "summary.json").exists() and not (partial / "metrics.csv").exists()
+    assert (partial / "config.yaml").exists() and not (partial / "metrics.csv").exists()
+    summary = json.loads((partial / "summary.json").read_text())
+    assert summary["complete"] is False and summary["error"] == "interrupted" and summary["finished_batches"] == 1
+    assert "--resume same-2" in summary["resume"]
+    assert (partial / "samples" / "000_0.png").exists()  # the finished batch's samples stay
+
+
+def test_resume_continues_an_interrupted_run_to_the_uninterrupted_files(prior, tmp_path, monkeypatch, capsys):
+    args = ["evaluate", "--prior", prior, *TINY, "--samples", "2"]
+    assert main([*args, "--out", "full"]) == 0
+    import invscore.conditional
+    real, calls = invscore.conditional.solve, []
+
+    def interrupted(*a, **k):  # Ctrl-C during the second of three batches
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(invscore.conditional, "solve", interrupted)
+    assert main([*args, "--out", "part"]) == 130
+    monkeypatch.setattr(invscore.conditional, "solve", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls.clear()
+    assert main([*args, "--steps", "3", "--resume", "part"]) == 2  # not the run's command: refused, untouched
+    assert "sets steps=3 but the run used steps=2" in capsys.readouterr().err
+    assert main([*args, "--resume", "part"]) == 0
+    assert len(calls) == 2  # batches 1 and 2 only; batch 0 was finished
+    files = ["metrics.csv", "grid.png", *(f"samples/{i:03d}_{j}.png" for i in range(5) for j in range(2))]
+    assert all((tmp_path / "full" / f).read_bytes() == (tmp_path / "part" / f).read_bytes() for f in files)
+    (_, s1), (_, s2) = _read(tmp_path / "full"), _read(tmp_path / "part")
+    assert s1["metrics"] == s2["metrics"] and s2["complete"] is True and s2["resumed_batches"] == 1
+    assert (tmp_path / "part" / "report.html").exists()
+    assert main([*args, "--resume", "part"]) == 2
+    assert "that run is complete; nothing to resume" in capsys.readouterr().err
+    assert main([*args, "--resume", "nowhere"]) == 2
+    assert "no run there (config.yaml missing)" in capsys.readouterr().err
 
 
 def test_evaluate_flags_must_fit_the_task(prior, capsys):
@@ -85,3 +118,25 @@ def test_evaluate_flags_must_fit_the_task(prior, capsys):
     assert "--mask applies to --task inpaint, not deblur" in capsys.readouterr().err
     assert main(["evaluate", "--prior", prior, "--task", "generate"]) == 2
     assert "expected one of inpaint, colorize, deblur, superres" in capsys.readouterr().err
+
+
+def test_a_failing_metric_keeps_the_samples_and_marks_the_run_incomplete(prior, tmp_path, monkeypatch):
+    import invscore.metrics
+    real, calls = invscore.metrics.compute_all, []
+
+    def failing(*a, **k):  # the metrics of the second batch fail (a bug, not a user's mistake)
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("metric exploded")
+        return real(*a, **k)
+    monkeypatch.setattr(invscore.metrics, "compute_all", failing)
+    with pytest.raises(RuntimeError, match="metric exploded"):
+        main(["evaluate", "--prior", prior, *TINY, "--out", "broken"])
+    summary = json.loads((tmp_path / "broken" / "summary.json").read_text())
+    assert summary["complete"] is False and summary["error"] == "RuntimeError: metric exploded"
+    assert summary["finished_batches"] == 1
+    kept = sorted(p.name for p in (tmp_path / "broken" / "samples").glob("*.png"))
+    assert kept == [f"{i:03d}_0.png" for i in range(4)]  # batch 1's samples were written before its metrics
+    monkeypatch.setattr(invscore.metrics, "compute_all", real)
+    assert main(["evaluate", "--prior", prior, *TINY, "--resume", "broken"]) == 0
+    assert _read(tmp_path / "broken")[1]["complete"] is True

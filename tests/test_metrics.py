@@ -97,8 +97,10 @@ def test_gray_images(lpips_weights):
 
 
 def test_out_of_range_inputs_are_clipped():
-    x_hat, x = rand_pair()
-    torch.testing.assert_close(ssim(x_hat * 1.5 - 0.2, x), ssim((x_hat * 1.5 - 0.2).clamp(0, 1), x))
+    x_hat, x = rand_pair()  # a little overshoot (within RANGE_TOLERANCE) is clipped; more is another range
+    torch.testing.assert_close(ssim(x_hat * 1.15 - 0.075, x), ssim((x_hat * 1.15 - 0.075).clamp(0, 1), x))
+    with pytest.raises(ValueError, match=r"x_hat has values in \[-0\.2.*invscore\.io\.from_data"):
+        ssim(x_hat * 1.5 - 0.2, x)
 
 
 def test_float64_lpips(lpips_weights):

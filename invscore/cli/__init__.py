@@ -30,7 +30,7 @@ def _report(summary: dict) -> str:
         parts.append("LPIPS unavailable")
     if "class_accuracy" in summary:
         parts.append(f"class {summary['class']} accuracy {summary['class_accuracy']:.2f}")
-    return ", ".join(parts) + f"\n  results: {summary['run_dir']}/ (grid.png, metrics.csv, summary.json)"
+    return ", ".join(parts) + f"\n  results: {summary['run_dir']}/ (report.html, grid.png, metrics.csv, summary.json)"
 
 
 def _runs(args, overrides: list[str]) -> list[dict]:
@@ -43,6 +43,8 @@ def _runs(args, overrides: list[str]) -> list[dict]:
     cfgs = [(compose_config(c), c) for c in combos]  # every config checked before the first run starts
     summaries = []
     sweep_root = None
+    if len(cfgs) > 1 and getattr(args, "resume", None):
+        raise CLIError("--resume continues one run; it cannot be combined with a -m sweep")
     if len(cfgs) > 1 and launched():
         raise CLIError("-m sweeps run one after another in one process; under torchrun start one run per "
                        "configuration (or use the joblib/submitit launchers, docs/cli.md)")
@@ -54,7 +56,7 @@ def _runs(args, overrides: list[str]) -> list[dict]:
         if sweep_root is not None:
             swept = [c for c in combo if c not in flags]
             cfg.out = str(sweep_root / (f"{i:02d}_" + "_".join(s.replace("/", "-") for s in swept)[:80]))
-        summary = execute(cfg, combo)
+        summary = execute(cfg, combo, resume=bool(getattr(args, "resume", None)))
         summaries.append(summary)
         if main_process():  # under torchrun every process returns rank 0's summary; one prints it
             print(_report(summary))
@@ -67,9 +69,15 @@ def _runs(args, overrides: list[str]) -> list[dict]:
     return summaries
 
 
+def _user_mistake(exc: BaseException) -> bool:
+    """A CLIError, or invscore.run's UserError: only a run raises the latter, so its module (which imports
+    torch) is looked up rather than imported, keeping `--help` free of torch."""
+    build = sys.modules.get("invscore.run.build")
+    return isinstance(exc, CLIError) or (build is not None and isinstance(exc, build.UserError))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code (0 ok, 2 user error)."""
-    from ..run import UserError
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":  # thin pass-through: the training module owns its flags
         from ..training import main as train_main
@@ -91,14 +99,16 @@ def main(argv: list[str] | None = None) -> int:
                 print(listing(args.what))
                 return 0
             _runs(args, overrides)
-    except (CLIError, UserError) as exc:
+    except BrokenPipeError:  # `python -m invscore list | head`: the reader left; not an error of ours
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # noqa: BLE001 -- re-raised unless it is a user's mistake
+        if not _user_mistake(exc):
+            raise
         print(f"invscore: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("invscore: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `python -m invscore list | head`: the reader left; not an error of ours
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     return 0

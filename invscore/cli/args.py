@@ -60,6 +60,24 @@ def _config_default(key: str):
     return OmegaConf.load(config_dir() / "config.yaml")[key]
 
 
+class _LazyHelp:
+    """A help text computed when argparse formats it (``VERB --help``), not when the parser is built: the
+    method names and operator defaults come from registries that import torch, which a run or the top-level
+    ``--help`` should not wait for."""
+
+    def __init__(self, make):
+        self._make = make
+
+    def __str__(self) -> str:
+        return self._make()
+
+    def __mod__(self, params) -> str:  # argparse expands ``%(default)s`` with ``help % params``
+        return self._make() % params
+
+    def strip(self) -> str:
+        return self._make().strip()
+
+
 def _methods() -> list[str]:
     from ..conditional import METHODS  # the registry, so a registered method shows up here too
     return list(METHODS)
@@ -78,8 +96,9 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--n", "--num-images", dest="n", type=int,
                    help="number of images (generate: samples); default 4 (evaluate: 32). Under torchrun write "
                         "--num-images: torchrun's own parser rejects --n as an ambiguous abbreviation")
-    g.add_argument("--method", help=f"posterior method ({', '.join(_methods())}; default pigdm; "
-                                    "`list methods` shows each one's cost and options)"
+    g.add_argument("--method", help=_LazyHelp(lambda: f"posterior method ({', '.join(_methods())}; default auto, which picks one per operator "
+                                                      "with --steps as its NFE budget; "
+                                                      "`list methods` shows each one's cost and options)")
                    if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
     g.add_argument("--steps", type=int, help="sampling steps (default: the method's fast default)")
     if not generate:
@@ -92,6 +111,9 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
     g.add_argument("--batch", type=int, help="images solved at once (default 4); batch b draws from seeds (seed, b), "
                                             "so the batch size changes the draws, the process count does not")
     g.add_argument("--out", help="run directory (default outputs/VERB/TIMESTAMP; never overwritten)")
+    if not generate:
+        g.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR: repeat its command and "
+                                                       "add --resume DIR; finished batches are not redone")
     g.add_argument("--class", dest="label", type=int, help="guide samples to class K with the noisy classifier")
     g.add_argument("--gamma", type=float,
                    help="classifier-guidance scale (default 16: 91 %% of guided samples on-class in "
@@ -121,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--task", help=f"the inverse task: {', '.join(INVERSE)} (default inpaint)")
         if verb in ("inpaint", "evaluate"):
             p.add_argument("--mask", help="center (default), box, random, half, or a mask image FILE (bright = observed)")
-            p.add_argument("--ratio", type=float, help="missing fraction: random pixels (default "
+            p.add_argument("--ratio", type=float, help=_LazyHelp(lambda: "missing fraction: random pixels (default "
                            f"{_default('inpaint_random', 'missing_ratio')}) or centre-box area "
-                           f"({_default('inpaint_center', 'ratio')})")
+                           f"({_default('inpaint_center', 'ratio')})"))
         if verb in ("deblur", "evaluate"):
             p.add_argument("--kernel", help="gaussian (default) or motion")
             p.add_argument("--blur-sigma", type=float, help="Gaussian kernel std in pixels (default 1.5)")
@@ -215,6 +237,10 @@ def to_overrides(args, prior_groups=(), methods=(), samplers=()) -> list[str]:
         v = getattr(args, attr, None)
         if v is not None:
             out.append(f"{key}={v}")
+    if getattr(args, "resume", None) is not None:
+        if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise CLIError(f"--resume {args.resume} continues that run in its own directory; drop --out {args.out}")
+        out.append(f"out={_quote(args.resume)}")
     quoted = {"device": "device", "out": "out", "image": "data.image", "dataset": "data.dataset",
               "classifier": "guidance.classifier"}
     for attr, key in quoted.items():

@@ -34,8 +34,9 @@ def method_configs() -> dict[str, dict]:
     """The ``method`` config group, generated from the method registry (one home for a method's defaults):
     ``name``, ``steps``, ``grid`` and every option with its default, so ``method.options.cg_iters=2`` works."""
     from ..conditional import METHODS
-    return {name: {"name": name, "steps": m.steps, "grid": m.grid, "options": dict(m.defaults)}
-            for name, m in METHODS.items()}
+    # a method that picks another (auto) has no grid of its own: null lets the picked method use its own
+    return {name: {"name": name, "steps": m.steps, "grid": None if m.delegates else m.grid,
+                   "options": dict(m.defaults)} for name, m in METHODS.items()}
 
 
 def store_method_configs() -> None:

@@ -34,8 +34,8 @@ def _methods() -> list[str]:
     rows = [f"  {'name':<11} {'steps':>5} {'grid':<8} {'operator':<8} {'NFE/step':>8} {'VJP/step':>8}  what"]
     for name, cls in METHODS.items():
         m = cls()
-        c = m.cost()
-        rows.append(f"  {name:<11} {m.steps:>5} {m.grid:<8} {m.needs:<8} {c.nfe:>8} {c.vjp:>8}  {m.description}")
+        nfe, vjp = ("picked", "") if m.delegates else (m.cost().nfe, m.cost().vjp)
+        rows.append(f"  {name:<11} {m.steps:>5} {m.grid:<8} {m.needs:<8} {nfe:>8} {vjp:>8}  {m.description}")
         if m.defaults:
             rows.append(f"  {'':<11} options: " + ", ".join(f"{k}={v}" for k, v in m.defaults.items()))
     return rows

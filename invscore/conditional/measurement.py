@@ -221,33 +221,64 @@ class MMPS(Term):
     ΠGDM is the special case V = r²/(1 + r²) I (unit-variance data); V from the network knows the data's
     scale and which directions x_t has already resolved. ``(σ_y² I + A V Aᵀ) v = y − A x̂0`` is solved by
     ``cg_iters`` conjugate-gradient steps, each one vector–Jacobian product through the same forward pass
-    (∂x̂0/∂x̄ is symmetric for an exact denoiser, a Hessian plus identity): cost per step is one network
-    evaluation and ``cg_iters + 1`` backward passes. For a Gaussian prior the approximation is exact."""
+    (∂x̂0/∂x̄ is symmetric for an exact denoiser, a Hessian plus identity). The guidance ``Jᵀ Aᵀ v`` is not
+    one more VJP: v is a combination of the CG directions, so it is the same combination of their VJPs
+    (:func:`_cg_with_vjp`). Cost per step: one network evaluation and ``cg_iters`` backward passes, the last
+    of which frees the graph. For a Gaussian prior the approximation is exact."""
 
     needs_grad = True
 
     def __init__(self, op, y, sigma_y=None, cg_iters: int = 1, weight: float = 1.0):
-        from operators import conjugate_gradient
         _require_linear(op, "MMPS")
         op.check_output(y)
-        self._cg = conjugate_gradient
         if int(cg_iters) < 1:
             raise ValueError(f"cg_iters must be >= 1, got {cg_iters}")
         self.op, self.y, self.weight, self.cg_iters = op, y, float(weight), int(cg_iters)
         self.sigma_y = op.noise_std(sigma_y)
 
     def score(self, x, t, x0, model):
-        sde = model.sde
+        sde, op, last = model.sde, self.op, self.cg_iters - 1
         # Cov[x0 | x_t] = r² ∂x̂0/∂x̄ = r² α ∂x̂0/∂x_t
         c = bcast(per_sample(sde.ratio(t), x) ** 2 * per_sample(sde.alpha(t), x), x)
+        keep = _keep(model, self)
 
-        def vjp(w, keep=True):
-            return torch.autograd.grad(x0, x, grad_outputs=w, retain_graph=keep)[0]
+        def matvec(w, k):
+            # only the last CG step may free the graph: no backward pass follows it in this term
+            u = torch.autograd.grad(x0, x, grad_outputs=op.A_T(w), retain_graph=keep or k < last)[0]
+            return self.sigma_y**2 * w + op.A(c * u), u
 
-        def matvec(w):
-            return self.sigma_y**2 * w + self.op.A(c * vjp(self.op.A_T(w)))
+        return self.weight * _cg_with_vjp(matvec, self.y - op(x0.detach()), self.cg_iters)
 
-        res = self.y - self.op(x0.detach())
-        # a fixed number of iterations: check_every > maxiter keeps the convergence test (a host sync) out
-        v = self._cg(matvec, res, tol=1e-6, maxiter=self.cg_iters, check_every=self.cg_iters + 1)
-        return self.weight * vjp(self.op.A_T(v), keep=_keep(model, self))
+
+def _bdot(a, b):
+    return (a * b).flatten(1).sum(1)
+
+
+def _cg_with_vjp(matvec, b, iters: int, tol: float = 1e-6):
+    """``L v`` for the solution v of ``M v = b`` after ``iters`` conjugate-gradient steps (Hestenes & Stiefel
+    1952, started at 0, with :func:`operators.conjugate_gradient`'s per-sample freezing and no convergence
+    test), where ``matvec(p, k)`` returns ``(M p, L p)`` for a linear L. Since ``v = Σ_k α_k p_k``,
+    ``L v = Σ_k α_k L p_k`` is accumulated from the matvecs: for MMPS, L = (∂x̂0/∂x_t)ᵀ Aᵀ, and the guidance
+    needs no backward pass of its own, and the last CG step's backward pass may free the graph."""
+    r = b
+    p = r
+    rs = _bdot(r, r)
+    thresh = (tol**2) * rs  # samples whose residual reached round-off are frozen, as in conjugate_gradient
+    zero = torch.zeros_like(rs)
+    out = None
+    for k in range(iters):
+        active = rs > thresh
+        mp, lp = matvec(p, k)
+        pmp = _bdot(p, mp)
+        ok = active & (pmp > 0)
+        alpha = torch.where(ok, rs / torch.where(ok, pmp, torch.ones_like(pmp)), zero)
+        step = alpha.view(-1, *([1] * (lp.dim() - 1))) * lp
+        out = step if out is None else out + step
+        if k == iters - 1:
+            break
+        r = r - alpha.view(-1, *([1] * (b.dim() - 1))) * mp
+        rs_new = torch.where(ok, _bdot(r, r), rs)
+        beta = torch.where(ok, rs_new / torch.where(ok, rs, torch.ones_like(rs)), zero)
+        p = r + beta.view(-1, *([1] * (b.dim() - 1))) * p
+        rs = rs_new
+    return out

@@ -49,6 +49,8 @@ class Method:
     nfe_per_step: ClassVar[int] = 1
     vjp_per_step: ClassVar[int] = 0
     takes_guidance: ClassVar[bool] = True
+    #: True for a method that only picks another (``auto``): its :meth:`resolve` returns the one that runs
+    delegates: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         # a method's declared facts are checked once, when its class is written, not at every solve
@@ -87,6 +89,11 @@ class Method:
             hint = f"{', '.join(fits)} (e.g. method={fits[0]!r})" if fits else "none"
             raise TypeError(f"method {self.name!r} needs {_NEEDS_TEXT[self.needs]}; got {type(operator).__name__}. "
                             f"Methods that take it: {hint}")
+
+    def resolve(self, operator, steps: int | None = None) -> tuple["Method", int]:
+        """The method that runs for ``operator`` and its steps: itself with ``steps`` (default its own);
+        a method that delegates (``auto``) returns the one it picks."""
+        return self, self.steps if steps is None else int(steps)
 
     # --- how it runs ---------------------------------------------------------------------------------
     def terms(self, op, y, sigma_y: float) -> list:
@@ -218,7 +225,7 @@ class MMPSMethod(_DDIMMethod):
     defaults = {"cg_iters": 1, "weight": 1.0, "eta": 1.0}
 
     def cost(self) -> Cost:
-        return Cost(1, int(self.options["cg_iters"]) + 1)
+        return Cost(1, int(self.options["cg_iters"]))  # the guidance reuses the CG steps' VJPs
 
     def terms(self, op, y, sigma_y):
         return [MMPS(op, y, sigma_y, cg_iters=self.options["cg_iters"], weight=self.options["weight"])]

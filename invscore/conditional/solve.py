@@ -43,6 +43,12 @@ def _check(m: Method, operator, y, guidance) -> None:
         raise TypeError(f"y must be a floating-point tensor, got {type(y).__name__}")
     m.check(operator)
     operator.check_output(y)
+    if y.shape[0] == 0:
+        raise ValueError(f"y is an empty batch (shape {tuple(y.shape)}); pass at least one measurement")
+    bad = int((~torch.isfinite(y)).sum())  # checked once here, so a NaN is not blamed on the prior mid-sampling
+    if bad:
+        raise ValueError(f"y has {bad} NaN or inf entries of {y.numel()}; a measurement must be finite: fix the "
+                         "data (or give a mask operator the missing pixels) before solving")
     if guidance and not m.takes_guidance:
         raise ValueError(f"{m.name} does not take extra guidance terms; use 'pigdm' or 'dps' with guidance")
 
@@ -53,8 +59,34 @@ def _check(m: Method, operator, y, guidance) -> None:
 SIGMA_MARGIN = 2.0
 
 
-def _check_prior(model: Diffusion, operator) -> None:
+def _steps(steps, default: int) -> int:
+    """``steps`` as an int (``None``: the method's default); the sampler's time grid checks that it is >= 1."""
+    if steps is None:
+        return default
+    try:
+        whole = not isinstance(steps, bool) and int(steps) == steps
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise TypeError(f"steps must be a whole number of sampling steps (or None for the method's default "
+                        f"{default}), got {steps!r}")
+    return int(steps)
+
+
+def _check_dtype(prior, y) -> None:
+    """A network prior runs in its weights' dtype: refuse a y of another one rather than fail inside a layer."""
+    params = prior.parameters() if isinstance(prior, torch.nn.Module) else ()
+    weights = next((p for p in params if p.is_floating_point()), None)
+    if weights is not None and weights.dtype != y.dtype:
+        raise TypeError(f"y is {str(y.dtype).replace('torch.', '')} but the prior's weights are "
+                        f"{str(weights.dtype).replace('torch.', '')}; convert y with y.to({weights.dtype}) or the "
+                        f"prior with prior.to({y.dtype})" + ("; sampling in float64 needs both in float64"
+                                                       if y.dtype == torch.float64 else ""))
+
+
+def _check_prior(model: Diffusion, operator, y) -> None:
     prior = model.prior
+    _check_dtype(prior, y)
     if prior.data_shape is None:
         warnings.warn(f"the prior has no data_shape, so solve cannot check that the operator's input "
                       f"{tuple(operator.input_shape)} is the size it was trained on; pass "
@@ -71,7 +103,7 @@ def _check_prior(model: Diffusion, operator) -> None:
                           stacklevel=3)
 
 
-def solve(prior, operator, y: torch.Tensor, method: str | Method = "pigdm", steps: int | None = None,
+def solve(prior, operator, y: torch.Tensor, method: str | Method = "auto", steps: int | None = None,
           sigma_y: float | None = None, sde="vp", grid: str | None = None, generator=None, guidance=(),
           callback=None, return_trajectory: bool = False, **options) -> SolveResult:
     """Sample x ~ p(x | y) for ``y = operator(x) + noise`` with a frozen prior.
@@ -85,12 +117,12 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "pigdm", step
     prior's sample shape must be the operator's input shape. Returns samples, NFE per image, wall time.
     """
     m = get_method(method, **options)
+    m, steps = m.resolve(operator, None if steps is None else _steps(steps, m.steps))
     _check(m, operator, y, guidance)
     sigma_y = operator.noise_std(sigma_y)
     model = _diffusion(prior, sde)
-    steps = m.steps if steps is None else int(steps)
+    _check_prior(model, operator, y)
     ts = time_grid(model.sde, steps, grid or m.grid, device=y.device, dtype=y.dtype)
-    _check_prior(model, operator)
     vjp0, start = model.vjp, time.perf_counter()
     try:
         res = m.run(model, operator, y, ts, sigma_y, guidance=guidance, generator=generator, callback=callback,

@@ -1,5 +1,8 @@
 """Image-quality metrics: pure functions (x_hat, x) -> per-image tensor (B,), images in [0, 1].
 
+The range, in one place: ``IMAGE_RANGE = (0, 1)``; an input reaching more than ``RANGE_TOLERANCE`` (0.1)
+beyond it is refused with a ValueError (convert [-1, 1] data with ``invscore.io.from_data``).
+
 Decisions shared by all metrics:
 
 - data_range is 1.0; inputs are (B, C, H, W) floats, C = 1 (gray) or 3 (RGB), and are clipped to
@@ -12,9 +15,9 @@ Decisions shared by all metrics:
   command and never downloads or runs a random backbone on its own.
 """
 from invscore.metrics.perceptual import clear_lpips_cache, lpips
-from invscore.metrics.pixel import DATA_RANGE, colorfulness, psnr, ssim
+from invscore.metrics.pixel import DATA_RANGE, IMAGE_RANGE, RANGE_TOLERANCE, colorfulness, psnr, ssim
 from invscore.metrics.suite import compute_all, mean_se, summarize
 from invscore.metrics.weights import MissingWeightsError, cache_dir
 
-__all__ = ["DATA_RANGE", "MissingWeightsError", "cache_dir", "clear_lpips_cache", "colorfulness",
+__all__ = ["DATA_RANGE", "IMAGE_RANGE", "RANGE_TOLERANCE", "MissingWeightsError", "cache_dir", "clear_lpips_cache", "colorfulness",
            "compute_all", "lpips", "mean_se", "psnr", "ssim", "summarize"]

@@ -13,6 +13,9 @@ from invscore.metrics.pixel import check_pair
 from invscore.metrics.weights import NETS, load_trunk
 
 LINEAR_VERSION = "0.1"
+#: the smallest image side LPIPS is computed on (AlexNet's strides and pools leave nothing of a 24×24 image;
+#: one bound for both trunks, so results never depend on which backbone tolerated a small input)
+LPIPS_MIN_SIDE = 32
 
 
 def linear_weights_path(net: str) -> Path:
@@ -71,6 +74,9 @@ def lpips(x_hat: Tensor, x: Tensor, net: str = "alex") -> Tensor:
     (net, device, dtype) and runs on the input's device. Returns shape (B,).
     """
     x_hat, x = check_pair(x_hat, x)
+    if min(x.shape[-2:]) < LPIPS_MIN_SIDE:
+        raise ValueError(f"LPIPS needs images of at least {LPIPS_MIN_SIDE}×{LPIPS_MIN_SIDE}, got "
+                         f"{tuple(x.shape[-2:])}; upsample both images first or leave LPIPS out")
     if x.shape[1] == 1:
         x_hat, x = x_hat.expand(-1, 3, -1, -1), x.expand(-1, 3, -1, -1)
     model = _model(net, x.device, x.dtype)

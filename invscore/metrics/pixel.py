@@ -6,13 +6,31 @@ import torch
 from torch import Tensor
 
 DATA_RANGE = 1.0
+#: the value range every metric takes: [0, 1] images (``invscore.io.from_data`` converts [-1, 1] data space)
+IMAGE_RANGE = (0.0, 1.0)
+#: how far outside IMAGE_RANGE an input may reach before it is refused rather than clipped: reconstructions
+#: overshoot a little, but [-1, 1] data (min near -1) or 0..255 images are another range, and clipping them
+#: would return wrong numbers silently
+RANGE_TOLERANCE = 0.1
 
 #: the side of SSIM's Gaussian window (Wang et al. 2004): the smallest image side SSIM is defined on
 SSIM_WINDOW = 11
 
 
+def _check_range(name: str, t: Tensor) -> None:
+    lo, hi = IMAGE_RANGE
+    t = t.detach()
+    # NaN passes (a diverged sample scores NaN, which the summaries skip); comparisons say False for it
+    if bool(((t < lo - RANGE_TOLERANCE) | (t > hi + RANGE_TOLERANCE)).any()):
+        t_min, t_max = float(t.nan_to_num(nan=lo).amin()), float(t.nan_to_num(nan=hi).amax())
+        raise ValueError(f"{name} has values in [{t_min:.3g}, {t_max:.3g}] but metrics take [0, 1] images "
+                         f"(tolerance {RANGE_TOLERANCE}); convert [-1, 1] data with invscore.io.from_data(x), "
+                         "0..255 images with x / 255")
+
+
 def check_pair(x_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a (B, C, H, W) pair and clip both to [0, 1].
+    """Validate a (B, C, H, W) pair in [0, 1] (values beyond ``RANGE_TOLERANCE`` of it are refused) and clip
+    both to [0, 1].
 
     Clipping is deliberate: reconstructions overshoot [0, 1] a little, piq refuses such values,
     and the clipped image is what a saved 8-bit PNG would show. Every metric clips the same way.
@@ -27,6 +45,7 @@ def check_pair(x_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
             )
         if not t.is_floating_point():
             raise TypeError(f"{name} must be floating point in [0, 1], got {t.dtype}; use t.float() / 255")
+        _check_range(name, t)
     if x_hat.shape != x.shape:
         raise ValueError(f"x_hat and x must have the same shape, got {tuple(x_hat.shape)} and {tuple(x.shape)}")
     if x_hat.shape[1] not in (1, 3):

@@ -8,13 +8,11 @@ from typing import Mapping, Sequence
 
 from torch import Tensor
 
-from invscore.metrics.perceptual import MISSING_REPORTED, lpips
+from invscore.metrics.perceptual import LPIPS_MIN_SIDE, MISSING_REPORTED, lpips
 from invscore.metrics.pixel import SSIM_WINDOW, colorfulness, psnr, ssim
 from invscore.metrics.weights import SETUP_COMMAND, MissingWeightsError
 
 ON_MISSING = ("raise", "warn", "skip")
-#: the smallest side LPIPS's trunks take (AlexNet's strides and pools leave nothing of a 16×16 image)
-LPIPS_MIN_SIDE = 32
 
 
 def _too_small(key: str, need: int, side: int, on_missing: str) -> bool:

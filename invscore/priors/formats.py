@@ -65,7 +65,7 @@ def load_prior(spec: str, device=None):
 def _load_builtin() -> None:
     # the built-in adapters register themselves on import; imported lazily, since some need optional libraries
     import importlib
-    for mod in ("adm", "deepinv", "diffusers_unet", "python"):
+    for mod in ("adm", "deepinv", "diffusers_unet", "python", "score_sde"):
         try:
             importlib.import_module(f"invscore.priors.fmt_{mod}")
         except ModuleNotFoundError as exc:

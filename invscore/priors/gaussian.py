@@ -60,12 +60,16 @@ class GaussianMixture(Prior):
             lam = torch.ones(K, d, dtype=means.dtype, device=means.device)
         else:
             covs = torch.as_tensor(covs, dtype=means.dtype, device=means.device)
+            if not torch.isfinite(covs).all():
+                raise ValueError("covs has NaN or inf entries; expected finite variances or covariances")
             if covs.shape == (K,):
+                if (covs < 0).any():
+                    raise ValueError(f"mixture variances must be >= 0, got {covs.tolist()}; a variance is the "
+                                     "square of a standard deviation")
                 lam = covs[:, None].expand(K, d).clone()
             elif covs.shape in {(d, d), (K, d, d)}:
-                covs = 0.5 * (covs + covs.transpose(-1, -2))
-                lam, Q = torch.linalg.eigh(covs)
-                lam = lam.clamp_min(0).expand(K, d).clone()
+                lam, Q = torch.linalg.eigh(_check_covariance(covs))
+                lam = lam.clamp_min(0).expand(K, d).clone()  # only round-off below 0 is left to clamp
             else:
                 raise ValueError(f"covs must be None, ({K},), ({d}, {d}) or ({K}, {d}, {d}); got {tuple(covs.shape)}")
         self.register_buffer("lam", lam)
@@ -147,6 +151,22 @@ class Gaussian(GaussianMixture):
             C = (Q * self.lam[0]) @ Q.T
         means, cov, _ = linear_gaussian_update(C, self.means, A, y, sigma_y)
         return means[0], cov
+
+
+def _check_covariance(c: torch.Tensor) -> torch.Tensor:
+    """``c`` (..., d, d) symmetrised, if it is a covariance: symmetric and positive semi-definite up to
+    round-off (1000 machine epsilons of its largest entry), else a ValueError saying which it is not."""
+    scale = c.abs().amax().clamp_min(torch.finfo(c.dtype).tiny)
+    tol = 1e3 * torch.finfo(c.dtype).eps * scale
+    if ((c - c.transpose(-1, -2)).abs().amax() > tol).item():
+        raise ValueError("the covariance is not symmetric (C != Cᵀ); pass a symmetric positive semi-definite "
+                         "matrix, e.g. L @ L.T")
+    c = 0.5 * (c + c.transpose(-1, -2))
+    low = torch.linalg.eigvalsh(c).amin()
+    if (low < -tol).item():
+        raise ValueError(f"the covariance is not positive semi-definite (smallest eigenvalue {float(low):.3g} < 0); "
+                         "pass a symmetric positive semi-definite matrix, e.g. L @ L.T")
+    return c
 
 
 def _shaped_like(v, ref: torch.Tensor) -> torch.Tensor:

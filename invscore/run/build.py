@@ -5,14 +5,16 @@ Every input is checked here, before a run directory exists; mistakes a user can 
 """
 from __future__ import annotations
 
+import math
 import os
+import warnings
 
 import torch
 
 from .. import io
 from ..distributed import local_world_size
 
-__all__ = ["UserError", "configure_threads", "load_prior", "load_inputs", "build_operator", "load_guidance"]
+__all__ = ["UserError", "positive_int", "check_settings", "configure_threads", "load_prior", "load_inputs", "build_operator", "load_guidance"]
 
 
 class UserError(ValueError):
@@ -38,6 +40,29 @@ def configure_threads(threads) -> int:
         raise UserError(f"threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
     return threads
+
+
+def positive_int(value, key: str, flag: str | None = None) -> int:
+    """``value`` as an integer >= 1, else a :class:`UserError` naming the setting ``key`` (and its ``flag``)."""
+    try:
+        n = int(value) if not isinstance(value, bool) and float(value) == int(float(value)) else None
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or n < 1:
+        raise UserError(f"{key} must be an integer >= 1, got {value!r}; set it as "
+                        + (f"--{flag} N or " if flag else "") + f"{key}=N")
+    return n
+
+
+def check_settings(cfg) -> None:
+    """Check the run's counts (steps, batch, samples, grid_rows, data.n) and its seed before anything is
+    built, so ``steps=abc`` is one line, not a traceback mid-run."""
+    for key, flag in (("steps", "steps"), ("batch", "batch"), ("samples", "samples"), ("grid_rows", None)):
+        positive_int(cfg[key], key, flag)
+    if cfg.data.get("n") is not None:
+        positive_int(cfg.data.n, "data.n", "n")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int):
+        raise UserError(f"seed must be an integer, got {cfg.seed!r}; set it as --seed N or seed=N")
 
 
 def _shipped_summary() -> str:
@@ -114,6 +139,10 @@ def _fit(x: torch.Tensor, what: str, shape, resize: bool, prior_name: str) -> to
         raise UserError(f"{what} is {x.shape[-3]}×{x.shape[-2]}×{x.shape[-1]} (channels×height×width) but prior "
                         f"{prior_name!r} expects {c}×{h}×{w}; pass --resize to resize it and convert its "
                         "channels, or use a prior trained for this size")
+    if x.shape[-3] == 1 and c == 3:  # colorize's ground truth would be the gray input itself
+        warnings.warn(f"{what} is gray, so its RGB copy is the ground truth and the metrics compare against a gray "
+                      "picture; metrics need a colour reference: pass colour images (colorize grays them itself)",
+                      stacklevel=3)
     return io.fit_images(x, c, (h, w))
 
 
@@ -123,9 +152,7 @@ def load_inputs(data, prior_cfg, card, shape) -> tuple[torch.Tensor, list[str]]:
     held-out test images (``shipped``) or split ``data.split`` of the dataset it was trained on (``split``)."""
     from ..data import load as load_dataset
     from ..data.assets import shipped_test_sets, test_images
-    n = int(data.n) if data.n is not None else None
-    if n is not None and n < 1:
-        raise UserError(f"--n must be >= 1, got {n}")
+    n = positive_int(data.n, "data.n", "n") if data.n is not None else None
     prior_name = str(card.get("name", prior_cfg.checkpoint))
     if data.image is not None and data.dataset is not None:
         raise UserError("pass either --image or --dataset, not both")
@@ -189,10 +216,31 @@ def _load_classifier(name: str, device, load_shipped):
     return load_shipped(name, device=device)
 
 
+#: the largest classifier-guidance scale measured to help (experiments/results/prior_report.md went up to 32);
+#: far above it the classifier's gradient swamps the prior's score and samples saturate into blobs
+GAMMA_WARN = 100.0
+
+
+def _guidance_scale(gamma) -> float:
+    """``--gamma`` as a finite float >= 0; a warning when it is far beyond the range measured to work."""
+    try:
+        value = float(gamma)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise UserError(f"--gamma (guidance.gamma) must be a finite number >= 0, got {gamma!r}; 0 is unguided, "
+                        "the default 16 put 91 % of samples on-class")
+    if value > GAMMA_WARN:
+        warnings.warn(f"--gamma {value:g} is far above the guidance scales measured to work (up to 32): the "
+                      "classifier's gradient overwhelms the prior and samples saturate; try 4 to 32", stacklevel=3)
+    return value
+
+
 def load_guidance(g, prior_name: str, card, device) -> list:
     """Classifier-guidance terms for ``guidance.label`` (empty when it is null)."""
     if g.label is None:
         return []
+    gamma = _guidance_scale(g.gamma)
     from ..checkpoint import load_classifier, read_card, shipped
     from ..conditional import ClassifierGuidance
     name = g.classifier
@@ -214,6 +262,6 @@ def load_guidance(g, prior_name: str, card, device) -> list:
     classes = int(clf.card.get("classes") or clf.card.get("arch", {}).get("kwargs", {}).get("num_classes", 10))
     if not 0 <= k < classes:
         raise UserError(f"--class must be in 0..{classes - 1} for classifier {name!r}, got {k}")
-    return [ClassifierGuidance(clf, k, float(g.gamma))]
+    return [ClassifierGuidance(clf, k, gamma)]
 
 

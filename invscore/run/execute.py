@@ -5,6 +5,11 @@ draws its measurement noise and its samples from generators seeded by ``(seed, b
 So results do not depend on how the batches are shared among processes: under ``torchrun`` rank ``r`` of
 ``W`` solves batches ``r, r + W, …`` (:mod:`invscore.distributed`) and rank 0 merges the per-image rows
 into the same files a single process writes. They do depend on the batch size.
+
+Finished work is never lost: each finished batch leaves its sample PNGs and a record under ``batches/``; a
+run that fails or is interrupted after creating its directory says ``"complete": false`` in its summary, and
+``resume=True`` (``evaluate --resume DIR``) continues it without redoing the finished batches
+(:mod:`invscore.run.resume`).
 """
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ import torch
 
 from .. import io
 from ..distributed import Shard, launched, shard
-from .build import UserError, build_operator, configure_threads, load_guidance, load_inputs, load_prior
-from .outputs import FILES, new_run_dir, score_batch, write_generated, write_inverse
+from .build import (UserError, build_operator, check_settings, configure_threads, load_guidance, load_inputs,
+                    load_prior)
+from .outputs import (FILES, grid_columns, new_run_dir, read_batch, score_batch, write_batch, write_generated,
+                      write_inverse)
 
 __all__ = ["execute", "batch_seed"]
 
@@ -35,16 +42,15 @@ def batch_seed(seed: int, batch: int, stream: int) -> int:
     return int.from_bytes(digest, "little") >> 1  # 63 bits: a valid torch seed
 
 
-def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
+def execute(cfg, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
     """Run the task described by ``cfg`` (composed from configs/) and write its outputs; returns the summary.
 
+    ``resume``: continue the unfinished run in ``cfg.out`` (same config), reusing its finished batches.
     Under torchrun every process calls this with the same config; each returns rank 0's summary."""
     from ..utils import resolve_device
     t_start = time.perf_counter()
     task = str(cfg.task.name)
-    for key in ("steps", "batch", "samples", "grid_rows"):
-        if int(cfg[key]) < 1:
-            raise UserError(f"{key} must be >= 1, got {cfg[key]}")
+    check_settings(cfg)
     if task == "generate" and launched():
         raise UserError("generate runs as one process; torchrun shards the inverse tasks (evaluate, inpaint, …)")
     try:
@@ -54,12 +60,12 @@ def execute(cfg, overrides: list[str] | None = None) -> dict[str, Any]:
     before = torch.get_num_threads()
     try:  # a run inside a larger process (tests, notebooks) must not leave its thread count behind
         with shard(device) as sh:
-            return _execute(cfg, overrides, task, sh, configure_threads(cfg.threads), t_start)
+            return _execute(cfg, overrides, task, sh, configure_threads(cfg.threads), t_start, resume)
     finally:
         torch.set_num_threads(before)
 
 
-def _execute(cfg, overrides, task, sh: Shard, threads, t_start) -> dict[str, Any]:
+def _execute(cfg, overrides, task, sh: Shard, threads, t_start, resume=False) -> dict[str, Any]:
     from omegaconf import OmegaConf
     device = sh.device
     prior, card = load_prior(cfg.prior.checkpoint, device, task)
@@ -70,28 +76,50 @@ def _execute(cfg, overrides, task, sh: Shard, threads, t_start) -> dict[str, Any
         x01, names = load_inputs(cfg.data, cfg.prior, card, shape)
         op = build_operator(cfg.operator, shape, float(cfg.sigma_y), device)
     verb = str(cfg.get("verb") or task)
-    run_dir = sh.broadcast(new_run_dir(cfg.out, verb) if sh.main else None)  # rank 0 claims it, the rest follow
+    if resume:  # every process checks (read-only), so none waits on a rank that refused
+        from .resume import resume_dir
+        run_dir = resume_dir(cfg)
+    else:
+        run_dir = sh.broadcast(new_run_dir(cfg.out, verb) if sh.main else None)  # rank 0 claims it, the rest follow
     if sh.main and cfg.out and run_dir != Path(cfg.out):
         warnings.warn(f"{str(cfg.out)!r} exists; writing to {str(run_dir)!r} instead of overwriting it", stacklevel=2)
     common = dict(verb=verb, task=task, run_dir=str(run_dir), device=str(device), threads=threads,
                   processes=sh.world,
                   prior={"checkpoint": str(cfg.prior.checkpoint), "name": prior_name, "shape": list(shape)},
                   overrides=list(overrides or []), config=OmegaConf.to_container(cfg, resolve=True))
-    if sh.main:
+    if sh.main and not resume:
         io.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         if task == "generate":
             summary = _run_generate(cfg, prior, guidance, device, run_dir)
         else:
-            summary = _run_inverse(cfg, prior, op, x01, names, guidance, sh, run_dir)
-    except UserError:
+            summary = _run_inverse(cfg, prior, op, x01, names, guidance, sh, run_dir, resume)
+    except BaseException as exc:
         if sh.main:
-            shutil.rmtree(run_dir, ignore_errors=True)  # created by this run a moment ago: nothing else in it
+            _unfinished(run_dir, common, exc, t_start, created=not resume)
         raise
     if sh.main:  # written last: a run directory is complete exactly when its summary says so
         summary = {**common, **summary, "wall_seconds": time.perf_counter() - t_start, "complete": True}
         io.write_json(run_dir / "summary.json", summary)
+        from .report import write_run_report
+        write_run_report(run_dir)
     return sh.broadcast(summary)
+
+
+def _unfinished(run_dir: Path, common: dict, exc: BaseException, t_start: float, created: bool) -> None:
+    """A run that stopped early: a user's mistake before any batch finished leaves no directory (it was
+    created a moment ago and holds only config.yaml); otherwise the summary says ``complete: false``, why,
+    and how to continue, and the finished batches stay."""
+    finished = sorted(run_dir.glob("batches/*.json"))
+    if isinstance(exc, UserError) and created and not finished:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}".splitlines()[0]
+    hint = (f"continue it with the same command and --resume {run_dir}" if common["task"] != "generate"
+            else "run it again")
+    io.write_json(run_dir / "summary.json", {**common, "complete": False, "error": why,
+                                             "finished_batches": len(finished), "resume": hint,
+                                             "wall_seconds": time.perf_counter() - t_start})
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -124,31 +152,49 @@ def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar):
     return y, res
 
 
-def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path) -> dict[str, Any] | None:
-    """Solve this process's batches; on rank 0, merge every process's rows (in image order) and write
-    metrics.csv and grid.png. Returns the summary fields on rank 0, ``None`` elsewhere."""
-    k, batch, steps, method = int(cfg.samples), int(cfg.batch), int(cfg.steps), str(cfg.method.name)
-    mine = sh.mine(math.ceil(len(names) / batch))
-    bar = _progress(steps * len(mine), f"{cfg.task.name}/{method}", bool(cfg.quiet) or not sh.main)
-    done = []
+def _picked(cfg, op) -> tuple[str, int]:
+    """The method that runs and its steps: the configured one, or the one ``auto`` picks for ``op``."""
+    from ..conditional import get_method
+    method = str(cfg.method.name)
     try:
-        for b in mine:
+        m, steps = get_method(method, **_plain(cfg.method.get("options"))).resolve(op, int(cfg.steps))
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"method {method!r}: {exc}") from None
+    return m.name, steps
+
+
+def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
+                 resume: bool = False) -> dict[str, Any] | None:
+    """Solve this process's batches (with ``resume``, those without a record in ``batches/``); on rank 0,
+    merge every process's rows (in image order) and write metrics.csv and grid.png. Returns the summary
+    fields on rank 0, ``None`` elsewhere."""
+    k, batch, method = int(cfg.samples), int(cfg.batch), str(cfg.method.name)
+    picked, steps = _picked(cfg, op)
+    mine = sh.mine(math.ceil(len(names) / batch))
+    done = [{**d, "reused": True} for d in (read_batch(run_dir, b) for b in mine) if d is not None] if resume else []
+    todo = [b for b in mine if b not in {d["batch"] for d in done}]
+    bar = _progress(steps * len(todo), f"{cfg.task.name}/{picked}", bool(cfg.quiet) or not sh.main)
+    try:
+        for b in todo:
             y, res = _solve_batch(b, cfg, prior, op, x01, guidance, sh.device, bar)
             scored = score_batch(io.from_data(res.x.detach()).cpu(), x01[b * batch:(b + 1) * batch], y, op, names,
                                  b * batch, k, int(cfg.grid_rows), run_dir)
             done.append({"batch": b, **scored, "nfe": res.nfe, "vjp": res.vjp, "seconds": res.seconds})
+            write_batch(run_dir, done[-1])
     finally:
         bar.close()
     parts = sh.gather(done)
     if not sh.main:
         return None
     done = sorted((d for part in parts for d in part), key=lambda d: d["batch"])
-    return {"method": method, "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
+    return {"method": picked, **({"method_asked": method} if picked != method else {}),
+            "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
             "backward_passes": max(d["vjp"] for d in done),
             "sampling_seconds": sum(d["seconds"] for d in done), "n_images": len(names), "samples_per_image": k,
-            "batch": batch, **write_inverse(done, run_dir, int(cfg.grid_scale)),
+            "batch": batch, **write_inverse(done, run_dir, int(cfg.grid_scale), k),
             "baseline": "A⁺y (pseudo-inverse of the measurement) against the ground truth", "files": FILES,
-            "grid_columns": ["measurement"] + [f"sample {j}" for j in range(k)] + ["ground truth"],
+            "grid_columns": grid_columns(k),
+            **({"resumed_batches": sum(bool(d.get("reused")) for d in done)} if resume else {}),
             "grid_rows": min(len(names), int(cfg.grid_rows))}
 
 
@@ -163,7 +209,7 @@ def _sample_prior(cfg, prior, guidance, device):
         raise UserError(f"unknown sampler {sampler!r} for generate; expected one of {sorted(SAMPLERS)}")
     model = Diffusion(prior, make_sde(str(cfg.sde)))
     model = Guided(model, guidance) if guidance else model
-    gen = torch.Generator(device).manual_seed(int(cfg.seed))
+    gen = torch.Generator(device).manual_seed(int(cfg.seed) % 2**64)  # torch keeps 64 bits; any int seed works
     sizes = [min(batch, n - i) for i in range(0, n, batch)]
     bar = _progress(steps * len(sizes), f"generate/{sampler}", bool(cfg.quiet))
     outs, start = [], time.perf_counter()
@@ -192,4 +238,5 @@ def _run_generate(cfg, prior, guidance, device, run_dir: Path) -> dict[str, Any]
         extra = {"class": label, "gamma": guidance[0].gamma, "class_accuracy": float((pred == label).float().mean())}
     write_generated(x, rows, run_dir, int(cfg.grid_scale))
     return {"sampler": str(cfg.task.sampler), "steps": int(cfg.steps), "nfe": nfe, "sampling_seconds": seconds,
-            "n_images": n, "metrics": {}, **extra, "files": FILES}
+            "n_images": n, "metrics": {}, **extra,
+            "files": {k: v for k, v in FILES.items() if k != "batches"}}  # one batch loop, no records
