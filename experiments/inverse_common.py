@@ -53,8 +53,10 @@ def invscore_method(method: str):
 
 
 def invscore_steps(method: str, nfe: int) -> int:
-    """Steps that spend ``nfe`` network evaluations per image, from the method's declared cost per step."""
-    return max(2, round(nfe / invscore_method(method).cost().nfe))
+    """Steps that spend ``nfe`` network evaluations per image, from the method's declared cost per step
+    (``auto``'s steps are its NFE budget: it picks the method and steps within it)."""
+    m = invscore_method(method)
+    return nfe if m.delegates else max(2, round(nfe / m.cost().nfe))
 
 
 def run_invscore(prior, op, y, method: str, steps: int, seed: int = 1):

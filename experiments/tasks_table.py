@@ -59,7 +59,7 @@ TASKS = {  # name -> (registry name, parameters, description)
     "deblur": ("blur_gaussian_fft", {"sigma": 1.5}, "Gaussian blur σ=1.5 px (FFT)"),
     "sr4": ("sr_avgpool", {"factor": 4}, "×4 average-pool SR"),
 }
-INVSCORE = ["mmps", "pigdm", "ddrm", "dps", "smc", "projection"]
+INVSCORE = ["auto", "mmps", "pigdm", "ddrm", "dps", "diffpir", "daps", "smc", "projection"]
 DEEPINV = {  # candidate grids; chosen after a first look on the tuning images (never on scored images)
     "dinv_dps": [dict(guidance="norm", weight=w) for w in (100.0, 300.0, 1000.0)],
     "dinv_ddrm": [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)],
@@ -73,7 +73,8 @@ DEEPINV_TABLE_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 def table_nfe(method: str) -> int:
     if method.startswith("dinv_"):
         return DEEPINV_TABLE_NFE
-    return invscore_method(method).nfe()  # the method's default steps × its declared NFE per step
+    m = invscore_method(method)
+    return m.steps if m.delegates else m.nfe()  # auto: its budget; else default steps × declared NFE per step
 
 
 def baseline(op, y):
@@ -125,7 +126,7 @@ def run_task(task, prior, x, x_tune, args, log):
             n_img = x.shape[0] if role == "table" else min(args.curve_n, x.shape[0])
             lib = "deepinv" if method.startswith("dinv_") else "invscore"
             config = cfg_label(tuned[method]) if lib == "deepinv" else (
-                f"steps={invscore_steps(method, nfe)}" + (f",particles={SMC_PARTICLES}" if method == "smc" else "")
+                (f"budget={nfe}" if method == "auto" else f"steps={invscore_steps(method, nfe)}") + (f",particles={SMC_PARTICLES}" if method == "smc" else "")
                 + (",Hartley basis" if method == "smc" and isinstance(op, operators.BlurFFT) else ""))
             t0 = time.perf_counter()
             try:
@@ -134,12 +135,55 @@ def run_task(task, prior, x, x_tune, args, log):
                 else:
                     # SMC moves a symmetric FFT blur into its real Hartley basis itself (operators.HartleyBlur)
                     xh, got, secs = run_invscore(prior, op, y[:n_img], method, invscore_steps(method, nfe))
+                if method == "auto":
+                    picked, steps = invscore_method("auto").resolve(op, nfe)
+                    config += f" → {picked.name}, steps={steps}"
                 record(lib, method, config, got, xh, secs, role, n_img)
             except Exception as err:  # noqa: BLE001 - report, don't hide
                 traceback.print_exc()
                 record(lib, method, config, nfe, None, time.perf_counter() - t0, role, n_img,
                        f"{type(err).__name__}: {err}")
     return rows, tuning, per_image, shown
+
+
+def paired(rows, per_image, task, max_nfe=100, role="table", theirs=None):
+    """invscore's best untuned run at ≤ ``max_nfe`` NFE vs deepinv's best (``theirs``: (method, nfe) to fix
+    it), by mean PSNR, among runs of ``role`` on the same images: the per-image differences' mean and 95 %
+    interval (mean ± 1.96 s.e.) for PSNR and LPIPS; ``None`` when a side is missing."""
+    runs = [r for r in rows if r["task"] == task and r["role"] == role and not r["error"] and "psnr" in r]
+    ours = [r for r in runs if r["library"] == "invscore" and r["nfe"] <= max_nfe]
+    other = [r for r in (runs if theirs is None else rows) if r["library"] == "deepinv" and not r["error"]
+             and "psnr" in r and (theirs is None or (r["method"], r["nfe"]) == theirs)]
+    if not ours or not other:
+        return None
+    a, b = max(ours, key=lambda r: r["psnr"]), max(other, key=lambda r: r["psnr"])
+    out = {"ours": a, "theirs": b}
+    for k in ("psnr", "lpips"):
+        pa, pb = per_image[(a["method"], a["nfe"])][k], per_image[(b["method"], b["nfe"])][k]
+        n = min(pa.numel(), pb.numel())
+        d = (pa[:n] - pb[:n]).double()
+        se = float(d.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
+        out[k] = (float(d.mean()), float(d.mean()) - 1.96 * se, float(d.mean()) + 1.96 * se, n)
+    return out
+
+
+def paired_lines(pairs) -> list[str]:
+    """The markdown section of the paired comparisons (issue 14 §3's targets)."""
+    L = ["## invscore's best untuned vs deepinv's best tuned (paired, same images and y)", "",
+         "Per-image differences invscore − deepinv, mean [95 % interval = mean ± 1.96 s.e.]; PSNR higher and "
+         "LPIPS lower favour invscore. Row 1 of each task: table runs at ≤ 100 NFE (all scored images); row 2: "
+         "invscore at ≤ 10 NFE vs deepinv's DDRM at 20 (curve runs, first --curve-n images).", "",
+         "| task | invscore | deepinv | n | ΔPSNR (dB) | ΔLPIPS |", "|---|---|---|---|---|---|"]
+    for task, items in pairs.items():
+        for p in items:
+            if p is None:
+                continue
+            a, b = p["ours"], p["theirs"]
+            dp, dl = p["psnr"], p["lpips"]
+            L.append(f"| {task} | {a['method']} ({a['config']}, {a['nfe']} NFE) | {b['method']} ({b['config']}, "
+                     f"{b['nfe']} NFE) | {dp[3]} | {dp[0]:+.2f} [{dp[1]:+.2f}, {dp[2]:+.2f}] | "
+                     f"{dl[0]:+.4f} [{dl[1]:+.4f}, {dl[2]:+.4f}] |")
+    return L + [""]
 
 
 def curve_points(rows, per_image, curve_n):
@@ -184,7 +228,7 @@ def fmt(r, k):
     return f"{r[k]:.2f} ± {r[k + '_se']:.2f}" if k == "psnr" else f"{r[k]:.3f} ± {r[k + '_se']:.3f}"
 
 
-def write_outputs(rows, tuning, args, card, elapsed, prefix):
+def write_outputs(rows, tuning, args, card, elapsed, prefix, pairs=None):
     fields = ["task", "library", "method", "config", "role", "n", "nfe", "psnr", "psnr_se", "ssim", "ssim_se",
               "lpips", "lpips_se", "sec_per_img", "error"]
     write_csv(RESULTS / f"{prefix}.csv", rows, fields=fields, float_format=".5g")
@@ -212,6 +256,7 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix):
             L.append(f"| {r['method']} | {r['library']} | {r['config']} | {r['nfe']} | {fmt(r, 'psnr')} | "
                      f"{fmt(r, 'ssim')} | {fmt(r, 'lpips')} | {r['sec_per_img']:.2f} |")
         L.append("")
+    L += paired_lines(pairs or {})
     L += ["## deepinv tuning (mean PSNR on the 4 tuning images, NFE "
           f"{args.tune_nfe}; best kept for every NFE)", "", "| task | method | config | PSNR |", "|---|---|---|---|"]
     L += [f"| {t['task']} | {t['method']} | {t['config']} | {t['psnr']:.2f} |" for t in tuning]
@@ -230,7 +275,8 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix):
           "DiffPIR uses its own 1000-step DDPM schedule (σ_x up to ≈ 156, above the prior's trained σ_max = 80). "
           "All run as shipped.",
           "- DPS and ΠGDM (both libraries) also backpropagate through every network call: one NFE costs about "
-          "two forward passes. MMPS backpropagates cg_iters + 1 = 2 times per call (about three forward passes).",
+          "two forward passes. MMPS backpropagates cg_iters = 1 time per call at its default (its guidance reuses "
+          "the CG steps' backward passes).",
           ""]
     atomic_write_text(RESULTS / f"{prefix}.md", "\n".join(L))
 
@@ -261,25 +307,27 @@ def main(argv=None):
     x, x_tune = x_all[: args.n], x_all[args.n: args.n + (2 if args.quick else TUNE_N)]
     prior = CallablePrior(D, data_shape=tuple(x.shape[1:]))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    rows, tuning, figs = [], [], []
+    rows, tuning, figs, pairs = [], [], [], {}
     for task in args.tasks:
         print(f"== {task}", flush=True)
         r, t, per_image, shown = run_task(task, prior, x, x_tune, args, lambda s: print(s, flush=True))
         rows += r
         tuning += t
+        pairs[task] = [paired(r, per_image, task),
+                       paired(r, per_image, task, max_nfe=10, role="curve", theirs=("dinv_ddrm", 20))]
         pts = curve_points(r, per_image, args.curve_n)
         m0 = per_image.get(("measurement", 0))
         base = (float(m0["psnr"][: args.curve_n].mean()), float(m0["lpips"][: args.curve_n].mean()))
         if not args.quick:
             plot_curves(task, pts, base, RESULTS / f"tasks_nfe_{task}.png", args.curve_n)
         figs.append(shown)
-        write_outputs(rows, tuning, args, card, time.perf_counter() - start, prefix)  # partial results survive
+        write_outputs(rows, tuning, args, card, time.perf_counter() - start, prefix, pairs)  # partial results survive
     if not args.quick:  # rows: truth, measurement, methods; columns: the first --show images of each task
         labels = [k for k in figs[0] if all(k in f for f in figs)]
         save_grid([torch.cat([f[k] for f in figs]) for k in labels], labels, RESULTS / "tasks_samples.png",
                   "one posterior sample per method (table runs); column blocks: " + ", ".join(args.tasks))
     elapsed = time.perf_counter() - start
-    write_outputs(rows, tuning, args, card, elapsed, prefix)
+    write_outputs(rows, tuning, args, card, elapsed, prefix, pairs)
     from invscore.run.report import write_experiment_report  # a page to look at: tables, quality-vs-NFE plots
     figures = [RESULTS / f"tasks_nfe_{t}.png" for t in args.tasks] + [RESULTS / "tasks_samples.png"]
     figures = [] if args.quick else figures  # --quick draws no figures; older ones would mislead

@@ -123,8 +123,8 @@ def _bad(name, ckpts, tmp_path):
     return {
         "mask": (["inpaint", *g, "--mask", "star"], "unknown mask 'star'; expected one of center, box, random, half"),
         "kernel": (["deblur", *g, "--kernel", "box"], "unknown kernel 'box'; expected one of gaussian, motion"),
-        "method": (["inpaint", *g, "--method", "magic"], "unknown method 'magic'; expected one of ddrm, dps, mmps, pigdm"),
-        "method_override": (["inpaint", *g, "method=magic"], "Available options in 'method': ddrm, dps"),
+        "method": (["inpaint", *g, "--method", "magic"], "unknown method 'magic'; expected one of auto, daps, ddrm, diffpir, dps"),
+        "method_override": (["inpaint", *g, "method=magic"], "Available options in 'method': auto, daps, ddrm"),
         "scale": (["superres", *g, "--scale", "3"], "unsupported scale 3; expected one of 2, 4, 8"),
         "missing": (["inpaint", *g, "--image", "nope.png"], "image file 'nope.png' does not exist"),
         "undecodable": (["inpaint", *g, "--image", "broken.png"], "cannot decode 'broken.png' as an image"),
@@ -134,7 +134,7 @@ def _bad(name, ckpts, tmp_path):
         "no_prior": (["inpaint", "--prior", "no_such_prior"], "no prior named 'no_such_prior' is shipped"),
         "sweep": (["inpaint", *g, "steps=1,2"], "add -m (--multirun)"),
         "ratio": (["inpaint", *g, "--mask", "half", "--ratio", "0.3"], "--ratio applies to --mask random"),
-        "option": (["inpaint", *g, "+method.options.particles=3"], "method 'pigdm' does not take ['particles']"),
+        "option": (["inpaint", *g, "+method.options.particles=3"], "method 'auto' does not take ['particles']"),
         "class": (["generate", *g, "--class", "3", "--classifier", str(tmp_path / "none")], "cannot load classifier"),
     }[name]
 

@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invscore: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("invscore: interrupted", file=sys.stderr)
+        print("invscore: interrupted (a run keeps its finished batches; its summary.json says how to --resume)",
+              file=sys.stderr)
         return 130
     return 0

@@ -69,6 +69,12 @@ def _execute(cfg, overrides, task, sh: Shard, threads, t_start, resume=False) ->
     from omegaconf import OmegaConf
     device = sh.device
     prior, card = load_prior(cfg.prior.checkpoint, device, task)
+    if cfg.get("checkpointing"):  # fewer activations held by gradient methods, one more forward per backward
+        from ..priors.checkpointing import activation_checkpointing
+        try:
+            activation_checkpointing(prior)
+        except ValueError as exc:
+            raise UserError(f"checkpointing=true: {exc}") from None
     prior_name = str(card.get("name", cfg.prior.checkpoint))
     shape = tuple(prior.data_shape)
     guidance = load_guidance(cfg.guidance, prior_name, card, device)
