@@ -15,7 +15,7 @@ import operators
 from invscore import checkpoint as ckpt
 from invscore import metrics
 from invscore.cli import main
-from invscore.conditional import solve
+from invscore.conditional import ClassifierGuidance, solve
 from invscore.nets import build
 from invscore.priors import CallablePrior, DiagonalGaussian, Gaussian, GaussianMixture, StationaryGaussian
 
@@ -81,7 +81,7 @@ CLI = [
          r"data.n must be an integer >= 1, got 0; set it as --n N"),
     Case("cli-gamma-nan", "`generate --class 3 --gamma nan`",
          lambda f: ["generate", *_g(f), "--class", "3", "--gamma", "nan", "--classifier", f["clf"]], 2,
-         r"--gamma \(guidance.gamma\) must be a finite number >= 0, got nan"),
+         r"--gamma \(guidance.gamma\): the guidance scale gamma must be a finite number >= 0 \(0 is unguided\), got nan"),
     Case("cli-seed-abc", "`inpaint seed=abc`", lambda f: ["inpaint", *_g(f), "seed=abc"], 2,
          r"seed must be an integer, got 'abc'"),
     Case("cli-card-invalid-json", "`--prior m.safetensors` whose card m.json is not JSON",
@@ -99,7 +99,7 @@ CLI_OK = [
          lambda f: ["generate", *_g(f), "--seed", str(2**70)], 0, r"generate: 1 image"),
     Case("cli-gamma-huge", "`generate --class 3 --gamma 1e12`",
          lambda f: ["generate", *_g(f), "--class", "3", "--gamma", "1e12", "--classifier", f["clf"]], 0,
-         r"invscore: warning: --gamma 1e\+12 is far above .* overwhelms the prior"),
+         r"invscore: warning: gamma 1e\+12 is far above .* overwhelms the prior"),
     Case("cli-colorize-gray", "`colorize --image gray.png --resize`",
          lambda f: ["colorize", *_g(f, "rgb"), "--image", f["dir"] / "gray.png", "--resize"], 0,
          r"invscore: warning: .* is gray, .*metrics need a colour reference"),
@@ -165,6 +165,9 @@ SOLVE = [
          TypeError, r"y is float16 but the prior's weights are float32"),
     Case("solve-sigma-y-nan", "solve(..., sigma_y=nan)", lambda f: _solve(sigma_y=float("nan")), ValueError,
          r"sigma_y must be >= 0 and finite"),
+    Case("solve-gamma-nan", "ClassifierGuidance(clf, 3, gamma=nan)",
+         lambda f: _solve(guidance=[ClassifierGuidance(lambda x, s: x.flatten(1)[:, :4], 3, float("nan"))]),
+         ValueError, r"guidance scale gamma must be a finite number >= 0 \(0 is unguided\), got nan"),
 ]
 
 def _randn(*shape):

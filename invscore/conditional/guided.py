@@ -95,6 +95,28 @@ def _ve_view(sde, x, t):
     return x / bcast(sde.alpha(t), x), per_sample(sde.ratio(t), x)
 
 
+#: far above it the classifier's gradient swamps the prior's score and samples saturate into blobs (the
+#: shipped pair was measured up to 32: experiments/results/prior_report.md)
+GAMMA_WARN = 100.0
+
+
+def guidance_scale(gamma) -> float:
+    """A classifier-guidance scale γ as a finite float >= 0 (ValueError otherwise); warns above
+    :data:`GAMMA_WARN`, where guidance overwhelms the prior."""
+    import math
+    import warnings
+    try:
+        value = float(gamma)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"the guidance scale gamma must be a finite number >= 0 (0 is unguided), got {gamma!r}")
+    if value > GAMMA_WARN:
+        warnings.warn(f"gamma {value:g} is far above the guidance scales measured to work (up to 32): the "
+                      "classifier's gradient overwhelms the prior and samples saturate; try 4 to 32", stacklevel=3)
+    return value
+
+
 class ClassifierGuidance(Term):
     """Noisy-classifier guidance (Dhariwal & Nichol 2021, Algorithm 1 / eq. 12): ``γ ∇ log p_t(c | x_t)``.
 
@@ -106,7 +128,7 @@ class ClassifierGuidance(Term):
     needs_x_grad = True
 
     def __init__(self, classifier, label, gamma: float = 1.0):
-        self.classifier, self.label, self.gamma = classifier, label, float(gamma)
+        self.classifier, self.label, self.gamma = classifier, label, guidance_scale(gamma)
 
     def score(self, x, t, x0, model):
         if self.gamma == 0.0:

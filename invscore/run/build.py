@@ -5,7 +5,6 @@ Every input is checked here, before a run directory exists; mistakes a user can 
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
 
@@ -217,23 +216,13 @@ def _load_classifier(name: str, device, load_shipped):
 
 
 #: the largest classifier-guidance scale measured to help (experiments/results/prior_report.md went up to 32);
-#: far above it the classifier's gradient swamps the prior's score and samples saturate into blobs
-GAMMA_WARN = 100.0
-
-
 def _guidance_scale(gamma) -> float:
-    """``--gamma`` as a finite float >= 0; a warning when it is far beyond the range measured to work."""
+    """``--gamma``, checked (and warned about) once, by :func:`invscore.conditional.guided.guidance_scale`."""
+    from ..conditional.guided import guidance_scale
     try:
-        value = float(gamma)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not (math.isfinite(value) and value >= 0):
-        raise UserError(f"--gamma (guidance.gamma) must be a finite number >= 0, got {gamma!r}; 0 is unguided, "
-                        "the default 16 put 91 % of samples on-class")
-    if value > GAMMA_WARN:
-        warnings.warn(f"--gamma {value:g} is far above the guidance scales measured to work (up to 32): the "
-                      "classifier's gradient overwhelms the prior and samples saturate; try 4 to 32", stacklevel=3)
-    return value
+        return guidance_scale(gamma)
+    except ValueError as exc:
+        raise UserError(f"--gamma (guidance.gamma): {exc}; the default 16 put 91 % of samples on-class") from None
 
 
 def load_guidance(g, prior_name: str, card, device) -> list:
