@@ -130,7 +130,8 @@ class LinearOperator(Operator):
 
     #: CG settings of the default pseudo-inverse: it stops when ‖Aᵀ(A x − y)‖ ≤ pinv_tol·‖Aᵀy‖ (the normal
     #: equations' relative residual) and warns with the residual it reached when pinv_maxiter comes first.
-    #: For an ill-conditioned A (a wide spatial Gaussian blur) that residual bounds ‖A A⁺y − y‖ only loosely.
+    #: For an ill-conditioned A (a wide spatial Gaussian blur) that residual bounds ‖A A⁺y − y‖ only loosely,
+    #: and CG may not reach it at all; such operators override ``_A_pinv`` (``Blur``: factorised, documented there).
     pinv_tol: float = 1e-6
     pinv_maxiter: int = 200
 
@@ -152,7 +153,13 @@ class LinearOperator(Operator):
         return self._A_T(y)
 
     def A_pinv(self, y: torch.Tensor) -> torch.Tensor:
-        """Moore–Penrose pseudo-inverse A⁺y (minimum-norm least-squares solution)."""
+        """Moore–Penrose pseudo-inverse A⁺y (minimum-norm least-squares solution), to the tolerance its form states.
+
+        Default (CG on AᵀA x = Aᵀy): ‖Aᵀ(A x⁺ − y)‖ ≤ pinv_tol·‖Aᵀy‖, or a warning with the residual reached
+        after pinv_maxiter steps. SVD forms truncate singular values ≤ svd_rtol·max(s), so ‖A A⁺ A x − A x‖ ≤
+        svd_rtol·max(s)·‖x‖; ``Blur`` states its bounds in ``Blur._A_pinv``. Tests check each at the registry's
+        default sizes (tests/test_operators.py).
+        """
         self.check_output(y)
         return self._A_pinv(y)
 

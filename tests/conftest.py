@@ -34,3 +34,16 @@ def inpainting_problem():
     op = operators.make("inpaint_center", img_size=(1, 8, 8), noise=0.05)
     y = op.measure(prior.sample(2, generator=torch.Generator().manual_seed(0)), torch.Generator().manual_seed(1))
     return prior, op, y
+
+
+@pytest.fixture(scope="module")
+def prior(tmp_path_factory):
+    """A tiny untrained 1×32×32 UNet saved as a checkpoint with its card (Fashion-MNIST's shape): for runs
+    whose mechanics, not quality, are under test."""
+    from invscore.checkpoint import save_model
+    from invscore.nets import build
+    d = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    arch = {"name": "unet", "kwargs": {"in_channels": 1, "channels": [8, 8], "num_res_blocks": 1}}
+    return str(save_model(build(arch), d / "gray", {"arch": arch, "kind": "denoiser", "image_size": 32,
+                                                    "channels": 1, "name": "gray", "data": {"name": "fashion_mnist"}}))

@@ -212,8 +212,9 @@ def test_every_method_runs(name, grid):
     m = get_method(name, **opts)
     res = solve(prior, op, y, method=m, steps=4, sde=DiscreteVPSDE.schedule("linear"), grid=grid,
                 generator=torch.Generator().manual_seed(2))
+    run, steps = m.resolve(op, 4)  # 'auto' runs the method it picks
     assert res.x.shape == y.shape[:1] + (1, 8, 8) and bool(torch.isfinite(res.x).all())
-    assert res.nfe == m.nfe(4)
+    assert res.nfe == run.nfe(steps) and res.method == run.name
 
 
 # -- a discrete network through NetworkPrior ----------------------------------------------------------------

@@ -6,24 +6,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from invscore.checkpoint import save_model
 from invscore.cli import main
-from invscore.nets import build
 
 # 5 images in batches of 2: three batches (2, 2, 1), so two processes get unequal shares (batches 0, 2 and 1).
 # --num-images, not --n: torchrun's parser takes --n for an ambiguous abbreviation of its own options
 TINY = ["--num-images", "5", "--batch", "2", "--steps", "2", "--method", "pigdm", "--quiet", "--threads", "1"]
-
-
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    arch = {"name": "unet", "kwargs": {"in_channels": 1, "channels": [8, 8], "num_res_blocks": 1}}
-    return str(save_model(build(arch), d / "gray", {"arch": arch, "kind": "denoiser", "image_size": 32,
-                                                    "channels": 1, "name": "gray", "data": {"name": "fashion_mnist"}}))
 
 
 @pytest.fixture(autouse=True)

@@ -12,22 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from invscore.checkpoint import save_model
 from invscore.cli import main
-from invscore.nets import build
 from invscore.run.report import write_experiment_report
 
 BROWSER = next((b for b in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if b), None)
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no chromium binary (apt-get install chromium)")
-
-
-@pytest.fixture(scope="module")
-def prior(tmp_path_factory):
-    d = tmp_path_factory.mktemp("ckpt")
-    torch.manual_seed(0)
-    arch = {"name": "unet", "kwargs": {"in_channels": 1, "channels": [8, 8], "num_res_blocks": 1}}
-    return str(save_model(build(arch), d / "gray", {"arch": arch, "kind": "denoiser", "image_size": 32,
-                                                    "channels": 1, "name": "gray", "data": {"name": "fashion_mnist"}}))
 
 
 @pytest.fixture(scope="module")
