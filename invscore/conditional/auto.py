@@ -20,7 +20,8 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: inpainting: MMPS leads at 10 and 20 NFE (centre 19.22 / 20.46 dB, random 21.08 / 22.10) and is not beaten
 #: at 50–100 (centre: DPS at 100 gives 20.03); deblur (FFT): ΠGDM at 10 (21.72), DDRM from 20 (21.98 at 20,
 #: 22.80 at 50; 21.87 at 100); ×4 SR: MMPS at 10–20 (17.86 / 18.53), DDRM from 50 (18.75; 19.26 at 100);
-#: colorization: DPS at 100 (23.44 dB, LPIPS 0.065). Kinds without a table fall back to ΠGDM (linear) and DPS.
+#: colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS (added to the table since) lead on no
+#: task at their defaults. Kinds without a table fall back to ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
     "inpaint": [(1, "mmps", 20)],
     "deblur": [(1, "pigdm", 10), (20, "ddrm", 50)],
