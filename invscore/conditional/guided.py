@@ -65,6 +65,7 @@ class Guided(Diffusion):
 
     @property
     def vjp(self) -> int:
+        """Backward passes through the network, counted by the wrapped model."""
         return self.base.vjp
 
     def x0(self, x, t):

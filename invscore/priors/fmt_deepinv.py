@@ -101,6 +101,7 @@ class ConditionalPrior(EDMDenoiserPrior):
     (Ho & Salimans 2022, eq. 6): ``ClassifierFreeGuidance(prior.denoise_given, c, w)``."""
 
     def denoise_given(self, x, sigma, label):
+        """``D(x, σ, c) ≈ E[x0 | x, c]`` for class ``label`` (an int or a ``(B,)`` tensor)."""
         return self._call(x, sigma, label)
 
 
