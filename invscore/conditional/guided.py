@@ -13,6 +13,9 @@ sampler — SDE, ODE or DDIM — sees the same guided model. Terms that act *aft
 """
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
 
 from ..priors.base import Diffusion
@@ -104,8 +107,6 @@ GAMMA_WARN = 100.0
 def guidance_scale(gamma) -> float:
     """A classifier-guidance scale γ as a finite float >= 0 (ValueError otherwise); warns above
     :data:`GAMMA_WARN`, where guidance overwhelms the prior."""
-    import math
-    import warnings
     try:
         value = float(gamma)
     except (TypeError, ValueError):

@@ -5,9 +5,9 @@ import piq
 import torch
 from torch import Tensor
 
-DATA_RANGE = 1.0
 #: the value range every metric takes: [0, 1] images (``invscore.io.from_data`` converts [-1, 1] data space)
 IMAGE_RANGE = (0.0, 1.0)
+DATA_RANGE = IMAGE_RANGE[1] - IMAGE_RANGE[0]  # the peak of PSNR
 #: how far outside IMAGE_RANGE an input may reach before it is refused rather than clipped: reconstructions
 #: overshoot a little, but [-1, 1] data (min near -1) or 0..255 images are another range, and clipping them
 #: would return wrong numbers silently

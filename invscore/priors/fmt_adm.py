@@ -42,7 +42,7 @@ from ..sde import DiscreteVPSDE
 from .base import NetworkPrior
 from .formats import FormatError, register_format
 
-__all__ = ["adm_prior", "ADMEps", "read_state_dict", "match_config", "ADM_CONFIGS"]
+__all__ = ["adm_prior", "ADMEps", "read_object", "read_state_dict", "match_config", "ADM_CONFIGS"]
 
 #: buffers deepinv's DiffUNet derives from its own (the same linear) schedule: not part of an ADM state dict
 _DERIVED = ("sqrt_1m_alphas_cumprod", "sqrt_alphas_cumprod")
@@ -106,36 +106,39 @@ def _needs_code(path: Path, err: Exception, names=None) -> FormatError:
         f"checkpoint. To use it, {_HOW_TO}")
 
 
-def read_state_dict(path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``.safetensors`` file or a ``torch.save``'d dict, without executing code.
-
-    Unwraps ``{"state_dict"|"model"|"ema"|"net": {...}}`` and a DataParallel ``module.`` prefix. Raises
-    FileNotFoundError for a missing file and :class:`FormatError` (one line) for anything else unreadable."""
+def read_object(path, what: str = "checkpoint"):
+    """The object a checkpoint file holds, read without executing code: a ``.safetensors`` file's tensor dict,
+    or ``torch.load(map_location="cpu", weights_only=True)``. Raises FileNotFoundError naming ``what`` for a
+    missing file and :class:`FormatError` (one line) for a pickle that needs code or a corrupt/foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ADM checkpoint {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
     if _is_safetensors(path):
         try:
             from safetensors.torch import load_file
-            sd = load_file(str(path), device="cpu")
+            return load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001
             raise FormatError(f"cannot read {str(path)!r} as a safetensors file ({type(exc).__name__}: "
                               f"{_first_line(exc)})") from None
-    else:
-        try:
-            with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a foreign pickle
-                warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            names = None if "Unsupported global" in str(exc) else _pickle_globals(path)
-            if "Unsupported global" in str(exc) or names:
-                raise _needs_code(path, exc, names) from None
-            raise FormatError(f"cannot read {str(path)!r}: not a PyTorch state dict nor a safetensors file, "
-                              f"or the file is corrupt ({_weights_only_reason(exc)})") from None
-        except Exception as exc:  # noqa: BLE001 - zip/stream errors of a truncated or foreign file
-            raise FormatError(f"cannot read {str(path)!r}: not a PyTorch state dict nor a safetensors file, "
-                              f"or the file is corrupt ({type(exc).__name__}: {_first_line(exc)})") from None
-    return _unwrap(sd, path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing a foreign pickle
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        names = None if "Unsupported global" in str(exc) else _pickle_globals(path)
+        if "Unsupported global" in str(exc) or names:
+            raise _needs_code(path, exc, names) from None
+        why = _weights_only_reason(exc)
+    except Exception as exc:  # noqa: BLE001 - zip/stream errors of a truncated or foreign file
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+    raise FormatError(f"cannot read {str(path)!r} as a {what}: not a PyTorch checkpoint nor a safetensors file, "
+                      f"or the file is corrupt ({why})") from None
+
+
+def read_state_dict(path) -> dict[str, torch.Tensor]:
+    """Read a state dict with :func:`read_object`; unwraps ``{"state_dict"|"model"|"ema"|"net": {...}}`` and a
+    DataParallel ``module.`` prefix."""
+    return _unwrap(read_object(path, "ADM checkpoint"), Path(path))
 
 
 def _first_line(exc: Exception) -> str:
@@ -271,8 +274,12 @@ def adm_prior(net_or_path, device=None) -> NetworkPrior:
         nparams = sum(p.numel() for p in net.parameters())
         return _carded(_wrap(net, cin, device), _card(type(net).__name__, large, cin, cout, nparams, "module"))
     path = Path(net_or_path)
-    sd = read_state_dict(path)
-    large, cin, cout = match_config(sd, source=repr(str(path)))
+    return adm_from_state_dict(read_state_dict(path), path.stem, str(path), device)
+
+
+def adm_from_state_dict(sd: dict, name: str, source: str, device=None) -> NetworkPrior:
+    """:func:`adm_prior` of a state dict already read (by :func:`read_state_dict`) from ``source``."""
+    large, cin, cout = match_config(sd, source=repr(source))
     net = _build(large, cin, cout).to_empty(device="cpu")
     sd = {k: v for k, v in sd.items() if k not in _DERIVED}
     result = net.load_state_dict(sd, strict=False)
@@ -281,7 +288,7 @@ def adm_prior(net_or_path, device=None) -> NetworkPrior:
     net.sqrt_1m_alphas_cumprod.copy_(sqrt_1m)
     net.sqrt_alphas_cumprod.copy_(sqrt_ac)
     nparams = sum(p.numel() for p in net.parameters())
-    return _carded(_wrap(net, cin, device), _card(path.stem, large, cin, cout, nparams, str(path)))
+    return _carded(_wrap(net, cin, device), _card(name, large, cin, cout, nparams, source))
 
 
 def _carded(prior: NetworkPrior, card: dict) -> NetworkPrior:

@@ -192,11 +192,11 @@ def _settings(path: Path, name: str | None) -> dict:
 
 
 def _from_file(path: Path, device, name: str | None = None):
-    from .fmt_adm import adm_prior, read_state_dict
+    from .fmt_adm import adm_from_state_dict, read_state_dict
     sd = read_state_dict(path)
     arch = _architecture(sd)
     if arch == "DiffUNet":
-        prior = adm_prior(path, device)
+        prior = adm_from_state_dict(sd, path.stem, str(path), device)
         return prior, {**prior.card, "format": "deepinv", "name": name or path.stem}
     settings = _settings(path, name)
     net = _build_edm(arch, _edm_config(sd, arch), settings, sd, repr(str(path)))

@@ -34,8 +34,6 @@ overrides them (``image_size``, ``sigma_min``/``sigma_max`` in score_sde's units
 from __future__ import annotations
 
 import json
-import pickle
-import warnings
 from pathlib import Path
 
 import torch
@@ -44,7 +42,7 @@ from torch import nn
 from ..checkpoint import describe_mismatch, state_dict_mismatch
 from ..sde import VESDE
 from .base import Prior, freeze
-from .fmt_adm import _first_line, _is_safetensors, _needs_code, _pickle_globals, _weights_only_reason
+from .fmt_adm import _first_line, read_object
 from .formats import FormatError, register_format
 
 __all__ = ["score_sde_prior", "ScoreSdePrior", "read_checkpoint", "infer_config", "key_map", "ASSUMED"]
@@ -59,27 +57,10 @@ _SUPPORTED = ("NCSN++ with the options of configs/ve/cifar10_ncsnpp_continuous.p
 _CARD_KEYS = {"image_size", "sigma_min", "sigma_max", *ASSUMED}
 
 
-def read_checkpoint(path) -> dict:
-    """A ``checkpoint_N.pth``'s object by ``torch.load(weights_only=True)`` (safetensors: ``{'model': ...}``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"score_sde checkpoint {str(path)!r} does not exist")
-    try:
-        if _is_safetensors(path):
-            from safetensors.torch import load_file
-            return {"model": load_file(str(path), device="cpu")}
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        names = None if "Unsupported global" in str(exc) else _pickle_globals(path)
-        if "Unsupported global" in str(exc) or names:
-            raise _needs_code(path, exc, names) from None
-        why = _weights_only_reason(exc)
-    except Exception as exc:  # noqa: BLE001 - zip/stream/header errors of a truncated or foreign file
-        why = f"{type(exc).__name__}: {_first_line(exc)}"
-    raise FormatError(f"cannot read {str(path)!r} as a score_sde checkpoint: not a PyTorch checkpoint nor a "
-                      f"safetensors file, or the file is corrupt ({why})") from None
+def read_checkpoint(path):
+    """A ``checkpoint_N.pth``'s object (``{'model', 'ema', 'step', 'optimizer'}``, or a plain state dict), read
+    without executing code by :func:`~invscore.priors.fmt_adm.read_object`."""
+    return read_object(path, "score_sde checkpoint")
 
 
 def _split(obj, path) -> tuple[dict, object, dict]:

@@ -138,8 +138,9 @@ def _plain(node) -> dict:
     return {} if node is None else dict(OmegaConf.to_container(node, resolve=True))
 
 
-def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar):
-    """Measure batch ``b`` (images ``b·batch …``) and draw ``cfg.samples`` posterior samples of each."""
+def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar, run):
+    """Measure batch ``b`` (images ``b·batch …``) and draw ``cfg.samples`` posterior samples of each with
+    ``run = (method object, steps)`` from :func:`_picked`."""
     from ..conditional import solve
     k, batch, method = int(cfg.samples), int(cfg.batch), str(cfg.method.name)
     x = io.to_data(x01[b * batch:(b + 1) * batch]).to(device)
@@ -147,9 +148,9 @@ def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar):
     g_sample = torch.Generator(device).manual_seed(batch_seed(cfg.seed, b, 1))
     y = op.measure(x, g_meas)
     try:  # k posterior samples per measurement, adjacent rows
-        res = solve(prior, op, y.repeat_interleave(k, 0), method=method, steps=int(cfg.steps),
+        res = solve(prior, op, y.repeat_interleave(k, 0), method=run[0], steps=run[1],
                     grid=cfg.method.get("grid"), sde=str(cfg.sde), generator=g_sample, guidance=guidance,
-                    callback=lambda _: bar.update(1), **_plain(cfg.method.get("options")))
+                    callback=lambda _: bar.update(1))
     except (ValueError, TypeError) as exc:
         msg = str(exc)
         raise UserError(msg if msg.startswith(f"method {method!r}") else f"method {method!r}: {msg}") from None
@@ -158,15 +159,16 @@ def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar):
     return y, res
 
 
-def _picked(cfg, op) -> tuple[str, int]:
-    """The method that runs and its steps: the configured one, or the one ``auto`` picks for ``op``."""
+def _picked(cfg, op) -> tuple:
+    """The method that runs (with its options) and its steps: the configured one, or the one ``auto`` picks
+    for ``op``; resolved once per run."""
     from ..conditional import get_method
     method = str(cfg.method.name)
     try:
         m, steps = get_method(method, **_plain(cfg.method.get("options"))).resolve(op, int(cfg.steps))
     except (ValueError, TypeError) as exc:
         raise UserError(f"method {method!r}: {exc}") from None
-    return m.name, steps
+    return m, steps
 
 
 def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
@@ -175,14 +177,15 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
     merge every process's rows (in image order) and write metrics.csv and grid.png. Returns the summary
     fields on rank 0, ``None`` elsewhere."""
     k, batch, method = int(cfg.samples), int(cfg.batch), str(cfg.method.name)
-    picked, steps = _picked(cfg, op)
+    run = _picked(cfg, op)
+    picked, steps = run[0].name, run[1]
     mine = sh.mine(math.ceil(len(names) / batch))
     done = [{**d, "reused": True} for d in (read_batch(run_dir, b) for b in mine) if d is not None] if resume else []
     todo = [b for b in mine if b not in {d["batch"] for d in done}]
     bar = _progress(steps * len(todo), f"{cfg.task.name}/{picked}", bool(cfg.quiet) or not sh.main)
     try:
         for b in todo:
-            y, res = _solve_batch(b, cfg, prior, op, x01, guidance, sh.device, bar)
+            y, res = _solve_batch(b, cfg, prior, op, x01, guidance, sh.device, bar, run)
             scored = score_batch(io.from_data(res.x.detach()).cpu(), x01[b * batch:(b + 1) * batch], y, op, names,
                                  b * batch, k, int(cfg.grid_rows), run_dir)
             done.append({"batch": b, **scored, "nfe": res.nfe, "vjp": res.vjp, "seconds": res.seconds})
