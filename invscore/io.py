@@ -11,12 +11,14 @@ import io as _io
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+
+from .files import atomic_write, atomic_write_bytes, atomic_write_text
 
 __all__ = ["ImageError", "IMAGE_EXTENSIONS", "to_data", "from_data", "load_image", "load_images", "fit_images",
            "to_pil", "save_png", "make_grid", "atomic_write", "atomic_write_bytes", "atomic_write_text", "write_json",
@@ -118,33 +120,6 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     """One ``(C, H, W)`` [0, 1] image (C = 1 or 3) → 8-bit PIL image."""
     a = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(a[0], "L") if a.shape[0] == 1 else Image.fromarray(a.transpose(1, 2, 0), "RGB")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
-    """Run ``write(tmp)`` on a temporary path in ``path``'s folder, then ``os.replace(tmp, path)``: readers
-    see the old file or the whole new one, never a half-written one. For writers that take a file name
-    (``torch.save``, ``safetensors.torch.save_file``); the temporary file is removed if ``write`` fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the pid keeps concurrent writers (torchrun ranks, parallel installs) off each other's temp file
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (:func:`atomic_write`)."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Atomic text write (UTF-8)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_png(x: torch.Tensor, path: str | os.PathLike, scale: int = 1) -> Path:

@@ -74,8 +74,12 @@ CLI = [
          r"steps must be an integer >= 1, got 'abc'"),
     Case("cli-mask-not-image", "`inpaint --mask notes.png` (not an image)",
          lambda f: ["inpaint", *_g(f), "--mask", f["dir"] / "notimage.png"], 2, r"cannot read mask file .* as an image"),
-    Case("cli-out-unwritable", "`--out` where no folder can be made (under a file; read-only places alike)",
+    Case("cli-out-unwritable", "`--out` where no folder can be made (under a file)",
          lambda f: ["inpaint", *_g(f), "--out", f["dir"] / "afile" / "run"], 2,
+         r"cannot create the run directory .*; pass --out a folder you can write to"),
+    # /sys refuses new folders even to root, so this is a read-only place wherever the tests run as root
+    Case("cli-out-readonly", "`--out` on a read-only place (`/sys/invscore-run`)",
+         lambda f: ["inpaint", *_g(f), "--out", "/sys/invscore-run"], 2,
          r"cannot create the run directory .*; pass --out a folder you can write to"),
     Case("cli-generate-n0", "`generate --n 0`", lambda f: ["generate", *_g(f), "--n", "0"], 2,
          r"data.n must be an integer >= 1, got 0; set it as --n N"),

@@ -80,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` (default ``sys.argv[1:]``); returns the exit code (0 ok, 2 user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":  # thin pass-through: the training module owns its flags
+        if argv[1:] in (["-h"], ["--help"]):  # its help text without importing torch (cli.facts)
+            from .facts import train_help
+            print(train_help(), end="")
+            return 0
         from ..training import main as train_main
         return train_main(argv[1:]) or 0
     parser = build_parser()

@@ -49,21 +49,16 @@ def _quote(value) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _default(operator: str, param: str):
-    import operators  # the operator owns its parameters' defaults
-    return operators.defaults(operator)[param]
-
-
-def _config_default(key: str):
-    from omegaconf import OmegaConf
-    from .compose import config_dir
-    return OmegaConf.load(config_dir() / "config.yaml")[key]
+def _default(operator: str, param: str) -> str:
+    # the operator owns its parameters' defaults; read through the snapshot so `--help` needs no torch
+    from .facts import fact
+    return fact("operator_defaults")[operator][param]
 
 
 class _LazyHelp:
     """A help text computed when argparse formats it (``VERB --help``), not when the parser is built: the
-    method names and operator defaults come from registries that import torch, which a run or the top-level
-    ``--help`` should not wait for."""
+    method names and operator defaults come from the registries (through :mod:`invscore.cli.facts`), which a
+    run or the top-level ``--help`` should not wait for."""
 
     def __init__(self, make):
         self._make = make
@@ -78,9 +73,14 @@ class _LazyHelp:
         return self._make().strip()
 
 
+def _sigma_y() -> str:
+    from .facts import fact  # configs/config.yaml's value, read once per state of the sources
+    return fact("sigma_y")
+
+
 def _methods() -> list[str]:
-    from ..conditional import METHODS  # the registry, so a registered method shows up here too
-    return list(METHODS)
+    from .facts import fact  # the registry's names (a snapshot of it while torch is not imported)
+    return fact("method_names")
 
 
 def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
@@ -102,8 +102,8 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
                    if not generate else "sampler (invscore.samplers.SAMPLERS; default ode_heun)")
     g.add_argument("--steps", type=int, help="sampling steps (default: the method's fast default)")
     if not generate:
-        g.add_argument("--sigma-y", type=float, help="measurement noise std in [-1, 1] units, the operator's "
-                                                     f"Gaussian noise (default {_config_default('sigma_y')})")
+        g.add_argument("--sigma-y", type=float, help=_LazyHelp(lambda: "measurement noise std in [-1, 1] units, "
+                       f"the operator's Gaussian noise (default {_sigma_y()})"))
         g.add_argument("--samples", type=int, help="posterior samples per image (default 1)")
     g.add_argument("--seed", type=int, help="random seed (default 0)")
     g.add_argument("--device", help="auto (cuda when present), cpu, cuda, cuda:1 ...")

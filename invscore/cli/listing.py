@@ -1,12 +1,18 @@
-"""``python -m invscore list [priors|methods|operators|tasks|datasets|samplers]``."""
+"""``python -m invscore list [priors|methods|operators|tasks|datasets|samplers]``.
+
+The ``*_rows`` functions read the live registries (torch); ``list`` prints them through
+:func:`invscore.cli.facts.fact`, which answers from a snapshot keyed by the sources when torch is not loaded.
+"""
 from __future__ import annotations
 
 from .args import TASKS
+from .facts import fact
 
-__all__ = ["listing"]
+__all__ = ["listing", "priors_rows", "methods_rows", "operators_rows", "samplers_rows"]
 
 
-def _priors() -> list[str]:
+def priors_rows() -> list[str]:
+    """The shipped checkpoints by their model cards, the shipped test-image sets and the registered formats."""
     from ..checkpoint import read_card, shipped
     from ..data.assets import shipped_test_sets
     rows = []
@@ -29,7 +35,8 @@ def _priors() -> list[str]:
     return rows
 
 
-def _methods() -> list[str]:
+def methods_rows() -> list[str]:
+    """Each registered method's declared steps, grid, operator need, cost per step, description, options."""
     from ..conditional import METHODS
     rows = [f"  {'name':<11} {'steps':>5} {'grid':<8} {'operator':<8} {'NFE/step':>8} {'VJP/step':>8}  what"]
     for name, cls in METHODS.items():
@@ -41,27 +48,35 @@ def _methods() -> list[str]:
     return rows
 
 
-def _operators() -> list[str]:
+def operators_rows() -> list[str]:
+    """The operator registry's names and the CLI's shorthands for them."""
     import operators
-    from .args import KERNELS, MASKS
+    from .args import KERNELS, MASKS, SCALES
     return [f"  registry: {', '.join(operators.available())}",
             f"  inpaint --mask: {', '.join(MASKS)}, FILE; deblur --kernel: {', '.join(KERNELS)}; "
-            "superres --scale: 2, 4, 8"]
+            f"superres --scale: {', '.join(map(str, SCALES))}"]
 
 
 def _datasets() -> list[str]:
-    from ..data import available
+    from ..data import available  # probes each loader's files and packages: live, never snapshotted
     return [f"  {k:<14} {'available' if v else 'not installed'}" for k, v in available().items()]
 
 
-def _samplers() -> list[str]:
+def _dataset_names() -> list[str]:
+    # `list` (all) stays torch-free: names only; whether each is installed needs its loader (`list datasets`)
+    return ["  " + ", ".join(fact("dataset_names")) + "  (`list datasets` says which are installed)"]
+
+
+def samplers_rows() -> list[str]:
+    """The sampler registry's names."""
     from ..samplers import SAMPLERS
     return ["  " + ", ".join(SAMPLERS) + "  (generate --method)"]
 
 
 def listing(what: str = "all") -> str:
     """The text printed by the ``list`` verb."""
-    sections = {"tasks": lambda: [f"  {k:<9} {v}" for k, v in TASKS.items()], "priors": _priors,
-                "methods": _methods, "operators": _operators, "samplers": _samplers, "datasets": _datasets}
+    sections = {"tasks": lambda: [f"  {k:<9} {v}" for k, v in TASKS.items()],
+                **{s: (lambda s=s: fact(f"list_{s}")) for s in ("priors", "methods", "operators", "samplers")},
+                "datasets": _datasets if what == "datasets" else _dataset_names}
     names = list(sections) if what == "all" else [what]
     return "\n".join(f"{n}:\n" + "\n".join(sections[n]()) for n in names)

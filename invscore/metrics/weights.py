@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from invscore.files import cache_dir
 from invscore.io import atomic_write, atomic_write_text
 
 NETS = ("alex", "vgg")
@@ -48,11 +48,6 @@ _TORCHVISION_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af
 
 class MissingWeightsError(FileNotFoundError):
     """The LPIPS backbone weights are not installed; the message says how to install them."""
-
-
-def cache_dir() -> Path:
-    """The invscore cache directory: $INVSCORE_CACHE, else ~/.cache/invscore."""
-    return Path(os.environ.get("INVSCORE_CACHE") or Path.home() / ".cache" / "invscore")
 
 
 def trunk_path(net: str) -> Path:
