@@ -59,7 +59,7 @@ TASKS = {  # name -> (registry name, parameters, description)
     "deblur": ("blur_gaussian_fft", {"sigma": 1.5}, "Gaussian blur σ=1.5 px (FFT)"),
     "sr4": ("sr_avgpool", {"factor": 4}, "×4 average-pool SR"),
 }
-INVSCORE = ["auto", "mmps", "pigdm", "ddrm", "dps", "diffpir", "daps", "pnpdm", "smc", "projection"]
+INVSCORE = ["auto", "mmps", "pigdm", "ddrm", "dps", "diffpir", "daps", "pnpdm", "pnpflow", "smc", "projection"]
 DEEPINV = {  # candidate grids; chosen after a first look on the tuning images (never on scored images)
     "dinv_dps": [dict(guidance="norm", weight=w) for w in (100.0, 300.0, 1000.0)],
     "dinv_ddrm": [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)],
