@@ -2,9 +2,7 @@
 from .guided import ClassifierFreeGuidance, ClassifierGuidance, Guided, Term
 from .measurement import DDRMCorrection, DPS, MMPS, PiGDM, Projection
 from .methods import METHODS, Cost, Method, get_method, methods_for, register_method
-from . import auto, daps, diffpir  # noqa: F401,E402  (registers the 'auto', 'daps' and 'diffpir' methods)
-from . import pnpdm  # noqa: F401,E402  (registers the 'pnpdm' method)
-from . import pnpflow  # noqa: F401,E402  (registers the 'pnpflow' method)
+from . import auto, daps, diffpir, pnpdm, pnpflow  # noqa: F401,E402  (each module registers its method)
 from .smc import sample_smc
 from .solve import SolveResult, solve
 
