@@ -7,7 +7,9 @@ posterior (Bishop 2006, eq. 2.116–2.117), per component k with covariance C_k:
 
 :func:`mixture_problem` builds the setting of Cardoso et al. 2024 (MCGdiff, Sec. 5.1): 25 unit-covariance
 components with means (8i, 8j), i, j ∈ {−2..2}, tiled over d/2 coordinate pairs, and a random A with
-d_y rows and singular values in [0, 1].
+d_y rows and singular values in [0, 1]. Its weights are equal by default; ``weights="random"`` draws them
+as MCGdiff's released code does (``scripts/viz_gaussian.py``: w_k ∝ z_k², z_k ~ N(0, 1) i.i.d., i.e. a
+Dirichlet(½, …, ½) draw), so that fresh problem draws do not all share one symmetric prior.
 """
 from __future__ import annotations
 
@@ -18,16 +20,33 @@ import torch
 from .priors import GaussianMixture
 from .priors.gaussian import linear_gaussian_update
 
-__all__ = ["MixtureProblem", "mixture_problem", "grid_mixture", "mixture_posterior", "posterior_references"]
+__all__ = ["MixtureProblem", "mixture_problem", "grid_mixture", "random_weights", "mixture_posterior",
+           "posterior_references"]
 
 
-def grid_mixture(d: int, spacing: float = 8.0, dtype=torch.float64) -> GaussianMixture:
-    """25 equally weighted unit-covariance components at (8i, 8j), i, j ∈ {−2..2}, tiled over d/2 pairs."""
+def random_weights(k: int, generator: torch.Generator | None = None, dtype=torch.float64) -> torch.Tensor:
+    """MCGdiff's mixture weights (Cardoso et al. 2024, Sec. 5.1; their code draws ``randn(K) ** 2`` and
+    normalises): w_k = z_k² / Σ_j z_j², z ~ N(0, I_K), a Dirichlet(½, …, ½) draw on the simplex."""
+    z = torch.randn(k, generator=generator, dtype=dtype)
+    return z**2 / (z**2).sum()
+
+
+def grid_mixture(d: int, spacing: float = 8.0, dtype=torch.float64, weights=None) -> GaussianMixture:
+    """25 unit-covariance components at (8i, 8j), i, j ∈ {−2..2}, tiled over d/2 pairs (MCGdiff, Sec. 5.1).
+
+    ``weights``: ``None`` (equal, the default) or 25 non-negative numbers (normalised by the mixture), e.g.
+    :func:`random_weights`."""
     if d % 2:
         raise ValueError(f"d must be even (pairs of coordinates), got {d}")
     g = torch.arange(-2, 3, dtype=dtype) * spacing
     pairs = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(25, 2)
-    return GaussianMixture(torch.ones(25, dtype=dtype), pairs.repeat(1, d // 2))
+    if weights is None:
+        weights = torch.ones(25, dtype=dtype)
+    weights = torch.as_tensor(weights, dtype=dtype)
+    if weights.shape != (25,):
+        raise ValueError(f"weights must have 25 entries (one per grid component), got shape {tuple(weights.shape)}; "
+                         "pass None for equal weights or invscore.testing.random_weights(25, generator)")
+    return GaussianMixture(weights, pairs.repeat(1, d // 2))
 
 
 def mixture_posterior(prior: GaussianMixture, A: torch.Tensor, y: torch.Tensor, sigma_y: float) -> GaussianMixture:
@@ -61,17 +80,24 @@ class MixtureProblem:
         return self.operator.sigma_y
 
 
-def mixture_problem(d: int, d_y: int, seed: int = 0, sigma_y: float | None = None) -> MixtureProblem:
+def mixture_problem(d: int, d_y: int, seed: int = 0, sigma_y: float | None = None,
+                    weights: str = "equal") -> MixtureProblem:
     """The MCGdiff-style fixture: random A = U diag(s) Vᵀ (Haar U, V; s ~ U[0, 1]), σ_y ~ U[0.1, 1] unless
-    given, x from the prior and y = A x + σ_y n (one measurement)."""
+    given, x from the prior and y = A x + σ_y n (one measurement).
+
+    ``weights``: ``"equal"`` (the default) or ``"random"`` (MCGdiff's draw, :func:`random_weights`, from the
+    same seed after A and σ_y, so both variants of one seed share A and σ_y)."""
     from operators import DenseOperator, GaussianNoise
+    if weights not in ("equal", "random"):
+        raise ValueError(f"weights must be 'equal' or 'random' (MCGdiff's draw), got {weights!r}")
     g = torch.Generator().manual_seed(seed)
-    prior = grid_mixture(d)
     U, _ = torch.linalg.qr(torch.randn(d_y, d_y, generator=g, dtype=torch.float64))
     V, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     s = torch.rand(d_y, generator=g, dtype=torch.float64)
     A = U @ torch.diag(s) @ V[:, :d_y].T
     sig = float(0.1 + 0.9 * torch.rand((), generator=g, dtype=torch.float64)) if sigma_y is None else float(sigma_y)
+    # drawn after A and σ_y so that the equal-weight stream, and every existing fixture, is unchanged
+    prior = grid_mixture(d, weights=random_weights(25, g) if weights == "random" else None)
     x = prior.sample(1, generator=g)
     y = x @ A.T + sig * torch.randn(1, d_y, generator=g, dtype=torch.float64)
     op = DenseOperator(A, noise=GaussianNoise(sig))
