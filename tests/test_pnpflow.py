@@ -83,15 +83,27 @@ def _gaussian_problem(seed=5, d=4, d_y=2, sigma_y=1.0):
 def _exact_law(S, A, y, sde, steps, lr, alpha, samples):
     """Mean and covariance of PnP-Flow's iterate for the prior N(0, Σ): the denoiser D(u, r) = W_r u,
     W_r = Σ(Σ + r²I)⁻¹, is linear, so x' = W_r(B x + γAᵀy) + r W_r ε̄ with B = I − γAᵀA and ε̄ the mean of
-    ``samples`` draws: m' = W_r(B m + γAᵀy), C' = W_r B C Bᵀ W_r + (r²/K) W_r², from x = 0."""
+    ``samples`` draws: m' = W_r(B m + γAᵀy), C' = W_r B C Bᵀ W_r + (r²/K) W_r², from x = 0; γ = lr (1 − s)^α/‖A‖²."""
     s, t = flow_times(sde, steps)
     r, eye = sde.ratio(t), torch.eye(S.shape[0], **F64)
     m, C = torch.zeros(S.shape[0], **F64), torch.zeros_like(S)
     for k in range(steps):
-        gamma = lr * (1 - float(s[k])) ** alpha
+        gamma = lr * (1 - float(s[k])) ** alpha / float(torch.linalg.matrix_norm(A, 2)) ** 2
         B, W = eye - gamma * A.T @ A, S @ torch.linalg.inv(S + r[k] ** 2 * eye)
         m, C = W @ (B @ m + gamma * A.T @ y), W @ B @ C @ B.T @ W + r[k] ** 2 / samples * W @ W
     return m, C
+
+
+def test_step_is_relative_to_the_operator_norm():
+    """γ_n is divided by ‖A‖², so scaling A and y by c (as ×4 average pooling scales a pixel mask by 1/16 in
+    ‖A‖²) leaves every iterate unchanged; without it the data step would shrink by c²."""
+    prior, S, A, op, y = _gaussian_problem()
+    c = 0.25
+    small = operators.DenseOperator(c * A, noise=operators.GaussianNoise(c))
+    kw = dict(method="pnpflow", steps=8, samples=1)
+    a = solve(prior, op, y, generator=torch.Generator().manual_seed(3), **kw).x
+    b = solve(prior, small, c * y, generator=torch.Generator().manual_seed(3), **kw).x
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
 
 
 def test_iterates_have_the_exact_gaussian_law():

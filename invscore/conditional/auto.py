@@ -17,15 +17,16 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: steps are not always better (MMPS peaks at 20). Evidence: experiments/results/tasks_table.{md,csv} (held-out
 #: Fashion-MNIST, σ_y = 0.05; table points on 16 images, curve points on 8; one run, so a claim about that
 #: prior and those images) and colorization.md (32 emoji test images):
-#: inpainting: MMPS leads at 10 and 20 NFE (centre 19.22 / 20.46 dB, random 21.08 / 22.10) and is not beaten
-#: at 50–100 (centre: DPS at 100 gives 20.03); deblur (FFT): ΠGDM at 10 (21.72), DDRM from 20 (21.98 at 20,
-#: 22.80 at 50; 21.87 at 100); ×4 SR: MMPS at 10–20 (17.86 / 18.53), DDRM from 50 (18.75; 19.26 at 100);
-#: colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS (added to the table since) lead on no
-#: task at their defaults. Kinds without a table fall back to ΠGDM (linear) and DPS.
+#: inpainting: MMPS leads at 10 and 20 NFE (centre 19.22 / 19.39 dB, random 21.08 / 22.44 on the curve
+#: images), PnP-Flow at 100 (16 images: centre 20.89 against MMPS-20's 20.46, random 23.18 against 22.10);
+#: deblur (FFT): ΠGDM at 10 (21.72), DDRM from 20 (22.05 at 20, 23.05 at 50 on 16 images; PnP-DM at 100,
+#: 23.09, is level at twice the cost); ×4 SR: MMPS at 10–20 (17.86 / 18.91), DDRM from 50 (18.75; 18.96 at
+#: 100), PnP-DM at 100 (19.34); colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS lead on
+#: no task at their defaults. Kinds without a table fall back to ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
-    "inpaint": [(1, "mmps", 20)],
+    "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
     "deblur": [(1, "pigdm", 10), (20, "ddrm", 50)],
-    "superres": [(1, "mmps", 20), (50, "ddrm", 100)],
+    "superres": [(1, "mmps", 20), (50, "ddrm", 100), (100, "pnpdm", 25)],
     "colorize": [(1, "mmps", 20), (100, "dps", 100)],
     "svd": [(1, "ddrm", 50)],
     "linear": [(1, "pigdm", 50)],

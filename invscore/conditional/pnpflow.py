@@ -6,9 +6,11 @@ invscore's :class:`~invscore.sde_flow.FlowSDE` runs the other way, x_t = (1 − 
 What both share with every SDE here is the noise-to-signal ratio r = σ/α: on the paper's path
 r(s) = (1 − s)/s. Each iteration n = 0, …, N − 1 at paper time s_n = n/N (the official code's grid) is
 
-1. gradient step on the data fit: z = x − γ_n ∇F(x), F(x) = ½‖A(x) − y‖², γ_n = γ (1 − s_n)^α. The official
+1. gradient step on the data fit: z = x − γ_n ∇F(x), F(x) = ½‖A(x) − y‖², γ_n = γ (1 − s_n)^α / ‖A‖². The official
    code's F is ‖Ax − y‖²/(2σ_y²) (``grad_datafit``) with γ_n = σ_y² γ (1 − s_n)^α (``lr_pnp = sigma_noise**2 *
-   lr_pnp``): σ_y cancels, so the method never uses σ_y;
+   lr_pnp``): σ_y cancels, so the method never uses σ_y. The division by ‖A‖² (the Lipschitz constant of ∇F;
+   1 for their masks and normalised blurs, so their step unchanged) makes γ the same fraction of the stable
+   step 2/‖A‖² for every operator: ×4 average pooling has ‖A‖² = 1/16, where γ = 1 alone barely moves x;
 2. interpolation onto the path (their eq. for z̃): z̃ = s_n z + (1 − s_n) ε, ε ~ N(0, I) fresh. On the
    prior's SDE this is x_t = α(t) z + σ(t) ε at the t with σ(t)/α(t) = r(s_n), so x_t/α = z + r ε = z̃/s_n:
    exactly the paper's point on FlowSDE (α = s_n, σ = 1 − s_n) and the same VE query on VP/VE;
@@ -34,6 +36,7 @@ import torch
 
 from ..samplers.common import SampleResult, emit, prepare
 from ..sde import bcast, randn_like
+from .daps import likelihood_curvature
 from .guided import Guided
 from .methods import Cost, Method, register_method
 
@@ -83,7 +86,9 @@ def sample_pnpflow(model, op, x, ts, y, lr: float = 1.0, alpha: float = 0.01, sa
     ts, guard, nfe0 = prepare(model, x, ts, "pnpflow")
     n = len(ts) - 1
     s, times = flow_times(model.sde, n, device=x.device, dtype=x.dtype)
-    gammas = [lr * (1.0 - float(si)) ** alpha for si in s]
+    # ‖A‖² once, before the loop (a device tensor: max s² for SVD operators, power iteration otherwise)
+    inv_lip = 1.0 / likelihood_curvature(op, x, generator=generator)
+    gammas = [lr * (1.0 - float(si)) ** alpha * inv_lip for si in s]
     traj = []
     for k in range(n):
         z = x - gammas[k] * data_gradient(op, x, y)
@@ -109,7 +114,7 @@ def _number(v) -> float:
 @register_method
 class PnPFlowMethod(Method):
     """PnP-Flow (Martin et al. 2025, Algorithm 3; see :func:`sample_pnpflow` and the module notes on the time
-    convention): ``steps`` iterations of a gradient step γ(1 − s_n)^α on ½‖A(x) − y‖², interpolation onto the
+    convention): ``steps`` iterations of a gradient step γ(1 − s_n)^α/‖A‖² on ½‖A(x) − y‖², interpolation onto the
     flow path at s_n = n/N and the prior's denoiser there, averaged over ``samples`` noise draws. Cost:
     ``samples`` network evaluations per step, no backward pass through the network. Works on any prior
     (the denoiser is the flow's E[X_data | X_s] for flow priors and Tweedie's x̂0 for score priors).
@@ -121,8 +126,8 @@ class PnPFlowMethod(Method):
     centre inpainting 20.99 against 20.23 dB PSNR, deblurring 21.04 against 19.34 (s.e. ~1.5 dB per mean, the
     same images and y for both). ``steps`` = 20 makes the default 100 NFE per image; at small budgets fewer
     draws and more steps do better (20 NFE, α = 0.01: ``samples=1`` × 20 steps 19.5 / 19.8 dB against
-    ``samples=5`` × 4 steps 18.7 / 18.2 dB on those images). The step is stable for γ‖A‖² < 2 (masks, blurs
-    and pooling have ‖A‖ ≤ 1); σ_y is not used (it cancels in the paper)."""
+    ``samples=5`` × 4 steps 18.7 / 18.2 dB on those images). The step is stable for γ < 2 (it is divided by ‖A‖²,
+    which is 1 for masks and normalised blurs, as in the paper); σ_y is not used (it cancels in the paper)."""
 
     name, needs, steps = "pnpflow", "any", 20
     description = "PnP-Flow: gradient step on the data fit, re-noise onto the flow path, denoise (any operator)"
