@@ -55,6 +55,8 @@ def source_key(roots: list[Path] | None = None, assets: Path | None = None, conf
     roots = _roots() if roots is None else roots
     assets = Path(__file__).resolve().parents[1] / "assets" if assets is None else assets
     h = hashlib.sha256(f"layout {_LAYOUT}\n".encode())
+    # the rows show absolute paths (shipped cards), so two checkouts sharing one cache must not share a key
+    h.update("\n".join(str(r.resolve()) for r in [*roots, assets]).encode())
     files = [(f"{i}/{p.relative_to(r).as_posix()}", p) for i, r in enumerate(roots) for p in sorted(r.rglob("*.py"))]
     if assets.is_dir():
         h.update("\n".join(sorted(p.name for p in assets.iterdir())).encode())
