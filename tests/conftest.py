@@ -26,6 +26,24 @@ def mixture(request):
     return mixture_2d() if request.param == "2d" else mixture_20d()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors and a small UNet: extra intra-op threads only contend on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_matrix(seed: int, d: int, d_y: int = 3):
+    """A random float64 d_y × d matrix U diag(s) V[:, :d_y]ᵀ (Haar U, V) with singular values s evenly in
+    [0.5, 1.4] and, for d > d_y, a null space; returns it and the generator that drew it."""
+    g = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(d_y, d_y, generator=g, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    return U @ torch.diag(torch.linspace(0.5, 1.4, d_y, dtype=torch.float64)) @ V[:, :d_y].T, g
+
+
 def inpainting_problem():
     """A stationary Gaussian prior on 1×8×8 images, a centre-box mask with σ_y = 0.05, and two measurements."""
     import operators

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import random_matrix
 
 import operators
 from invscore.conditional import METHODS, solve
@@ -14,28 +15,13 @@ from invscore.priors import Gaussian
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors and a small UNet: extra intra-op threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _matrix(seed=0, d=6, d_y=3):
-    """A random d_y × d matrix with singular values in [0.5, 1.4] and a non-trivial null space."""
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(d_y, d_y, generator=g, **F64))
-    V, _ = torch.linalg.qr(torch.randn(d, d, generator=g, **F64))
-    s = torch.linspace(0.5, 1.4, d_y, **F64)
-    return U @ torch.diag(s) @ V[:, :d_y].T, g
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 def test_diffpir_data_step_svd_cg_gradient_and_dense_agree():
     """argmin ‖y − Ax‖² + ρ‖x − x̂0‖² = (AᵀA + ρI)⁻¹(Aᵀy + ρx̂0): the SVD closed form, CG on a linear operator
     without an SVD and gradient steps on a 'nonlinear' one all equal the dense solve, per image ρ."""
-    A, g = _matrix()
+    A, g = random_matrix(0, 6)
     B, d = 3, A.shape[1]
     x0, y = torch.randn(B, d, generator=g, **F64), torch.randn(B, A.shape[0], generator=g, **F64)
     rho = torch.tensor([0.05, 1.0, 20.0], **F64)
@@ -70,7 +56,7 @@ def test_daps_langevin_chain_has_the_analytic_stationary_moments():
     that is up to 33 % above P⁻¹, so the bar below separates it from the target. 15 relaxation times of the
     slowest direction remove the start (e^-15). Bars: 4 standard errors of n chains (mean), 5 of the sample
     covariance entries."""
-    A, g = _matrix(seed=2, d=3, d_y=2)
+    A, g = random_matrix(2, 3, 2)
     op = operators.DenseOperator(A)
     n, r, tau = 4000, 0.8, 1.0
     x0hat = torch.randn(1, 3, generator=g, **F64).expand(n, -1)
@@ -94,7 +80,7 @@ def test_daps_langevin_chain_has_the_analytic_stationary_moments():
 def test_daps_chain_through_a_nonlinear_operator_uses_autograd_through_a():
     """A 'nonlinear' operator (no Aᵀ) gets its data gradient by autograd through A only: with the same draws
     the chain equals the linear one to round-off."""
-    A, g = _matrix(seed=4, d=3, d_y=2)
+    A, g = random_matrix(4, 3, 2)
     x0hat, y = torch.randn(5, 3, generator=g, **F64), torch.randn(5, 2, generator=g, **F64)
     r, eta = torch.tensor(0.7, **F64), torch.tensor(0.05, **F64)
     run = lambda op: langevin_posterior(op, y, x0hat, r, 0.4, 30, eta, torch.Generator().manual_seed(9))  # noqa: E731
@@ -103,7 +89,7 @@ def test_daps_chain_through_a_nonlinear_operator_uses_autograd_through_a():
 
 
 def test_daps_curvature_by_power_iteration_for_a_plain_linear_operator():
-    A, _ = _matrix(seed=3)
+    A, _ = random_matrix(3, 6)
     plain = operators.LinearFunctionOperator(lambda x: x @ A.T, input_shape=(6,), output_shape=(3,),
                                             adjoint=lambda v: v @ A)
     est = likelihood_curvature(plain, torch.zeros(1, 6, **F64), iters=200, generator=torch.Generator().manual_seed(0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import operators
-from conftest import inpainting_problem
+from conftest import inpainting_problem, random_matrix
 from invscore.conditional import METHODS, solve
 from invscore.conditional.pnpdm import likelihood_step, prior_grid, prior_step, rho_schedule
 from invscore.priors import Diffusion, Gaussian
@@ -17,21 +17,7 @@ from invscore.sde import VPSDE
 F64 = dict(dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors and a small UNet: extra intra-op threads only contend on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _matrix(seed=0, d=4, d_y=3):
-    """A random d_y × d matrix with singular values in [0.5, 1.4] and a null space."""
-    g = torch.Generator().manual_seed(seed)
-    U, _ = torch.linalg.qr(torch.randn(d_y, d_y, generator=g, **F64))
-    V, _ = torch.linalg.qr(torch.randn(d, d, generator=g, **F64))
-    return U @ torch.diag(torch.linspace(0.5, 1.4, d_y, **F64)) @ V[:, :d_y].T, g
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one intra-op thread
 
 
 def _assert_moments(x, mean, cov, what):
@@ -49,7 +35,7 @@ def test_likelihood_step_is_the_exact_gaussian_on_svd_and_cg_paths():
     perturbation-optimisation through the SVD closed form and through CG (a linear operator without an
     SVD) both reproduce m and C; C is far from the prior-only ρ²I and from the likelihood-only limit, so the
     bar sees a wrong covariance (checked: the noise-free proximal point has zero covariance)."""
-    A, g = _matrix()
+    A, g = random_matrix(0, 4)
     n, sigma, rho = 20000, 0.3, 0.7
     x, y = torch.randn(1, 4, generator=g, **F64), torch.randn(1, 3, generator=g, **F64)
     C = torch.linalg.inv(A.T @ A / sigma**2 + torch.eye(4, **F64) / rho**2)
@@ -68,7 +54,7 @@ def test_likelihood_step_through_a_nonlinear_operator_is_langevin_on_the_same_ta
     """A 'nonlinear' operator (no Aᵀ) gets Langevin steps with gradients through A: unadjusted Langevin with step
     η on the Gaussian target of precision P is exactly Gaussian-stationary with mean m and covariance
     (P − ηP²/2)⁻¹ (cf. tests/test_diffpir_daps.py); 400 steps are > 15 relaxation times of its slowest mode."""
-    A, g = _matrix(seed=3)
+    A, g = random_matrix(3, 4)
     n, sigma, rho, lr = 4000, 0.5, 0.8, 0.3
     x, y = torch.randn(1, 4, generator=g, **F64), torch.randn(1, 3, generator=g, **F64)
     P = A.T @ A / sigma**2 + torch.eye(4, **F64) / rho**2
