@@ -1,6 +1,8 @@
-"""Train a denoiser prior (EDM denoising score matching) or a noise-conditional classifier on CPU.
+"""Train a denoiser prior (EDM denoising score matching, or rectified-flow matching with ``--objective flow``)
+or a noise-conditional classifier on CPU.
 
     python -m invscore.training --data fashion_mnist --out train_runs/fmnist --minutes 60
+    python -m invscore.training --objective flow --out train_runs/fmnist_flow --minutes 60
     python -m invscore.training --task classifier --data fashion_mnist --out train_runs/fmnist_clf
     python -m invscore.training --out train_runs/fmnist --resume          # continue from state.pt
     python -m invscore.training --out train_runs/fmnist --ship-as fashion_mnist   # copy into assets
@@ -30,10 +32,15 @@ from torch import nn
 from . import checkpoint as ckpt
 from .nets import build
 from .nets.classifier import classifier_loss
+from .nets.flow import flow_matching_loss
 from .priors import CallablePrior, Diffusion
 from .samplers import sample_heun, time_grid
 from .sde import EDMSDE
 
+#: objective -> (P_mean, P_std) of ln σ: EDM's Table 1, and for flow the logit-normal t of Esser et al. 2024
+#: (SD3, eq. 19, m = 0, s = 1), which is the same law since logit(t) = ln σ on the straight path
+OBJECTIVES = {"edm": (-1.2, 1.2), "flow": (0.0, 1.0)}
+_P_HELP = ", ".join(f"{k} {v[0]:g}/{v[1]:g}" for k, v in OBJECTIVES.items())
 EVAL_SIGMAS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
 
 
@@ -110,7 +117,8 @@ def make_model(args) -> tuple[nn.Module, dict[str, Any]]:
     elif args.arch == "unet":
         kwargs = dict(in_channels=args.image_channels, channels=chans, num_res_blocks=args.res_blocks,
                       mid_attention=bool(args.attention))
-        cfg = {"name": "unet", "kwargs": kwargs, "sigma_data": args.sigma_data}
+        cfg = {"name": "flow_unet" if args.objective == "flow" else "unet", "kwargs": kwargs,
+               "sigma_data": args.sigma_data}
     else:
         cfg = {"name": args.arch, "kwargs": {"in_channels": args.image_channels,
                                              "img_resolution": args.image_size, "model_channels": chans[0]},
@@ -123,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m invscore.training", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=("prior", "classifier"), default="prior")
+    p.add_argument("--objective", choices=OBJECTIVES, default="edm",
+                   help="prior loss: edm (denoising score matching) or flow (rectified-flow velocity; --arch unet)")
     p.add_argument("--data", default="fashion_mnist", help="dataset name from invscore.data.available()")
     p.add_argument("--n-train", type=int, default=None, help="use only the first N training images")
     p.add_argument("--out", required=True, help="run directory (state.pt, ema.safetensors, log)")
@@ -140,8 +150,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sigma-data", type=float, default=0.5)
-    p.add_argument("--p-mean", type=float, default=-1.2)
-    p.add_argument("--p-std", type=float, default=1.2)
+    p.add_argument("--p-mean", type=float, default=None, help="ln σ mean (default per objective: %s)" % _P_HELP)
+    p.add_argument("--p-std", type=float, default=None, help="ln σ std (default per objective)")
     p.add_argument("--tail-frac", type=float, default=0.1, help="share of log-uniform σ on [0.002, 80]")
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
@@ -168,6 +178,7 @@ def _card(args, cfg, x, step, loss, elapsed, n_params) -> dict[str, Any]:
     return {
         "name": args.name or Path(args.out).name,
         "kind": "classifier" if args.task == "classifier" else "denoiser",
+        **({} if args.task == "classifier" else {"family": "flow" if args.objective == "flow" else "score"}),
         "arch": cfg, "image_size": int(x.shape[-1]), "channels": int(x.shape[1]),
         "data_range": [-1.0, 1.0], "noise_convention": ckpt.NOISE_CONVENTION,
         "sigma_data": args.sigma_data, "sigma_min": 0.002, "sigma_max": 80.0,
@@ -195,10 +206,14 @@ def _loss(args, model: nn.Module, x: torch.Tensor, y, gen: torch.Generator) -> t
     """One minibatch's loss: x0 drawn with replacement, σ from :func:`sample_sigma`, n ~ N(0, I)."""
     idx = torch.randint(x.shape[0], (args.batch,), generator=gen)
     x0 = x[idx]
-    sigma = sample_sigma(args.batch, gen, args.p_mean, args.p_std, args.tail_frac)
+    p_mean, p_std = OBJECTIVES[args.objective]
+    p_mean, p_std = (p_mean if args.p_mean is None else args.p_mean), (p_std if args.p_std is None else args.p_std)
+    sigma = sample_sigma(args.batch, gen, p_mean, p_std, args.tail_frac)
     noise = torch.randn(x0.shape, generator=gen)
     if args.task == "classifier":
         return classifier_loss(model, x0, y[idx], sigma, noise)
+    if args.objective == "flow":
+        return flow_matching_loss(model, x0, sigma / (1 + sigma), noise)  # t = σ/(1+σ): the same noise level
     return edm_loss(model, x0, sigma, noise)
 
 
@@ -213,8 +228,15 @@ def _optimise(args, model: nn.Module, opt, loss: torch.Tensor, step: int) -> Non
     opt.step()
 
 
+def check_args(args) -> None:
+    """Refuse option combinations that cannot train (one line each)."""
+    if args.objective == "flow" and (args.task != "prior" or args.arch != "unet"):
+        raise ValueError(f"--objective flow trains a prior with --arch unet; got --task {args.task} --arch {args.arch}")
+
+
 def _setup(args, data):
     """Run directory, data and the seeded network, optimiser, RNG and EMA of a fresh run."""
+    check_args(args)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,57 +298,12 @@ def train(args, data=None) -> dict[str, Any]:
     return summary
 
 
-def _by_sigma(x_test: torch.Tensor, seed: int, score) -> dict[str, float]:
-    """``score(x0 + σn, σ)`` for each σ of EVAL_SIGMAS, the noise n from one seeded stream."""
-    g = torch.Generator().manual_seed(seed)
-    return {f"{s:g}": score(x_test + s * torch.randn(x_test.shape, generator=g), torch.full((x_test.shape[0],), s))
-            for s in EVAL_SIGMAS}
-
-
-@torch.no_grad()
-def evaluate_denoiser(denoiser: nn.Module, x_test: torch.Tensor, seed: int = 0) -> dict[str, float]:
-    """Held-out MSE of D(x0 + σn, σ) vs x0 per σ (data space [-1, 1]); σ spans the sampler range."""
-    return _by_sigma(x_test, seed, lambda xn, sig: float(((denoiser(xn, sig) - x_test) ** 2).mean()))
-
-
-@torch.no_grad()
-def evaluate_classifier(clf: nn.Module, x_test: torch.Tensor, y_test: torch.Tensor, seed: int = 0):
-    """Held-out accuracy of argmax p_σ(c | x0 + σn) per σ."""
-    return _by_sigma(x_test, seed, lambda xn, sig: float((clf(xn, sig).argmax(1) == y_test).float().mean()))
-
-
-@torch.no_grad()
-def evaluate_inpainting(denoiser: nn.Module, x_test: torch.Tensor, n_samples: int = 8, steps: int = 40,
-                        seed: int = 0) -> dict[str, float]:
-    """Held-out sanity check against a classical baseline (docs/architecture.md): fill a centred 16×16 box by
-    projection inside the EDM Heun sampler (Song et al. 2021 imputation,
-    :class:`~invscore.conditional.Projection`: after each step the known pixels are reset to x0 + σ_{k+1}·z)
-    and compare the PSNR of the mean of `n_samples` samples with scikit-image's biharmonic inpainting (both
-    in [0, 1])."""
-    from operators import Mask, center_box_mask
-    from skimage.restoration import inpaint_biharmonic
-    from .conditional.measurement import Projection
-    b, c, h, w = x_test.shape
-    mask = center_box_mask((c, h, w), box=16)[None]
-    op = Mask(mask[0], channels=c, dtype=torch.float64)
-    g = torch.Generator().manual_seed(seed)
-    x0 = x_test.repeat_interleave(n_samples, 0).double()
-    x = heun_preview(denoiser, x0.shape, steps, generator=g, terms=[Projection(op, op(x0))])
-    est = ((x.view(b, n_samples, c, h, w).mean(1).clamp(-1, 1)) + 1) / 2
-    ref = (x_test + 1) / 2
-    bih = torch.stack([torch.from_numpy(inpaint_biharmonic(
-        r.permute(1, 2, 0).numpy(), (1 - mask[0, 0]).bool().numpy(), channel_axis=-1)).permute(2, 0, 1)
-        for r in (ref * mask)]).float().clamp(0, 1)
-    from .metrics import psnr
-    return {"psnr_prior_mean_of_samples": float(psnr(est, ref).mean()), "psnr_biharmonic": float(psnr(bih, ref).mean()),
-            "n_images": b, "n_samples": n_samples, "heun_steps": steps, "box": "16x16 centred"}
-
-
 def finalize(args, model, cfg, x, step, avg, elapsed, n_params) -> dict[str, Any]:
     """Evaluate on the held-out split, write the preview grid and the final card into OUT."""
     from torchvision.utils import save_image
     from .data import load
     out = Path(args.out)
+    from .training_eval import evaluate_classifier, evaluate_denoiser, evaluate_inpainting
     card = _card(args, cfg, x, step, avg, elapsed, n_params)
     model.eval()
     extra: dict[str, Any] = {}
@@ -390,6 +367,10 @@ def main(argv=None) -> int | None:
         for k, v in prev.items():
             if k not in given and k not in ("resume", "image_channels", "image_size"):
                 setattr(args, k, v)
+    try:
+        check_args(args)
+    except ValueError as exc:
+        parser().error(str(exc))
     s = train(args)
     print(json.dumps({k: v for k, v in s.items() if k != "losses"}, default=str))
 

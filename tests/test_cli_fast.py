@@ -95,6 +95,9 @@ def test_list_priors_shows_cards_and_formats(env):
     for name in shipped():
         card = read_card(name)
         assert f"  {name:<24} {card['kind']:<10} {card['channels']}×{card['image_size']}" in text
+        family = card.get("family", "score" if card["kind"] == "denoiser" else "-")
+        size = f"{card['channels']}×{card['image_size']}×{card['image_size']}"
+        assert f"{size:<10} {family:<6} " in text.split(f"  {name:<24}")[1].splitlines()[0]
     for spec, desc in available_formats().values():
         assert f"--prior {spec:<22} {desc}" in text
 

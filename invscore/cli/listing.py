@@ -12,7 +12,7 @@ __all__ = ["listing", "priors_rows", "methods_rows", "operators_rows", "samplers
 
 
 def priors_rows() -> list[str]:
-    """The shipped checkpoints by their model cards, the shipped test-image sets and the registered formats."""
+    """The shipped checkpoints by their model cards (kind, size, family: score or flow, training steps), the shipped test-image sets and the registered formats."""
     from ..checkpoint import read_card, shipped
     from ..data.assets import shipped_test_sets
     rows = []
@@ -24,7 +24,9 @@ def priors_rows() -> list[str]:
             continue
         size = f"{card.get('channels')}×{card.get('image_size')}×{card.get('image_size')}"
         extra = f"steps {card['steps']}" if "steps" in card else ""
-        rows.append(f"  {name:<24} {card.get('kind', '?'):<10} {size:<10} {extra}")
+        kind = card.get("kind", "?")
+        family = card.get("family", "score" if kind == "denoiser" else "-")  # cards before families were score
+        rows.append(f"  {name:<24} {kind:<10} {size:<10} {family:<6} {extra}")
     if not rows:
         rows.append("  (none shipped yet: pass --prior PATH to a .safetensors checkpoint, "
                     "or train one with `python -m invscore train`)")

@@ -21,12 +21,12 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: images), PnP-Flow at 100 (16 images: centre 20.89 against MMPS-20's 20.46, random 23.18 against 22.10);
 #: deblur (FFT): ΠGDM at 10 (21.72), DDRM from 20 (22.05 at 20, 23.05 at 50 on 16 images; PnP-DM at 100,
 #: 23.09, is level at twice the cost); ×4 SR: MMPS at 10–20 (17.86 / 18.91), DDRM from 50 (18.75; 18.96 at
-#: 100), PnP-DM at 100 (19.34); colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS lead on
+#: 100), PnP-Flow at 100 (20.58; PnP-DM 19.34; PnP-Flow's LPIPS is 0.062 against 0.057); colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS lead on
 #: no task at their defaults. Kinds without a table fall back to ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
     "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
     "deblur": [(1, "pigdm", 10), (20, "ddrm", 50)],
-    "superres": [(1, "mmps", 20), (50, "ddrm", 100), (100, "pnpdm", 25)],
+    "superres": [(1, "mmps", 20), (50, "ddrm", 100), (100, "pnpflow", 20)],
     "colorize": [(1, "mmps", 20), (100, "dps", 100)],
     "svd": [(1, "ddrm", 50)],
     "linear": [(1, "pigdm", 50)],

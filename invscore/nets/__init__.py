@@ -1,7 +1,8 @@
 """Network architectures, rebuilt from a plain JSON-able config (what a model card stores).
 
 `build(config)` turns `{"name": "unet", "kwargs": {...}, "sigma_data": 0.5}` into a module:
-"unet" → EDMDenoiser(UNet(**kwargs)), "classifier" → NoiseConditionalClassifier(**kwargs),
+"unet" → EDMDenoiser(UNet(**kwargs)), "flow_unet" → FlowDenoiser(UNet(**kwargs)) (a rectified-flow
+velocity network served as a denoiser), "classifier" → NoiseConditionalClassifier(**kwargs),
 "deepinv_ncsnpp" / "deepinv_admunet" → deepinv's EDM networks (for the speed comparison only).
 """
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import Any
 from torch import nn
 
 from .classifier import MLPClassifier, NoiseConditionalClassifier, classifier_loss, fit_classifier
+from .flow import FlowDenoiser, flow_matching_loss
 from .unet import EDMDenoiser, UNet, edm_coefficients
 
-__all__ = ["UNet", "EDMDenoiser", "NoiseConditionalClassifier", "MLPClassifier", "classifier_loss", "fit_classifier",
+__all__ = ["UNet", "EDMDenoiser", "FlowDenoiser", "flow_matching_loss", "NoiseConditionalClassifier", "MLPClassifier", "classifier_loss", "fit_classifier",
            "edm_coefficients", "build", "ARCHITECTURES"]
 
-ARCHITECTURES = ("unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
+ARCHITECTURES = ("unet", "flow_unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -26,6 +28,8 @@ def build(config: dict[str, Any]) -> nn.Module:
     sigma_data = float(config.get("sigma_data", 0.5))
     if name == "unet":
         return EDMDenoiser(UNet(**kwargs), sigma_data=sigma_data)
+    if name == "flow_unet":
+        return FlowDenoiser(UNet(**kwargs), sigma_data=sigma_data)
     if name == "classifier":
         return NoiseConditionalClassifier(sigma_data=sigma_data, **kwargs)
     if name in ("deepinv_ncsnpp", "deepinv_admunet"):

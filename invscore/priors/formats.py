@@ -36,9 +36,9 @@ def register_format(name: str, description: str, is_path: bool = True, usage: st
 
 def available_formats() -> dict[str, tuple[str, str]]:
     """Registered format names -> (``NAME:USAGE`` as the user writes it, description); ``python -m invscore
-    list priors`` prints them."""
+    list priors`` prints them, sorted by name so the listing does not depend on which module imported first."""
     _load_builtin()
-    return {k: (f"{k}:{usage}", d) for k, (_, d, _, usage) in FORMATS.items()}
+    return {k: (f"{k}:{usage}", d) for k, (_, d, _, usage) in sorted(FORMATS.items())}
 
 
 def split_spec(spec: str) -> tuple[str | None, str]:
