@@ -2,7 +2,8 @@
 
 `build(config)` turns `{"name": "unet", "kwargs": {...}, "sigma_data": 0.5}` into a module:
 "unet" → EDMDenoiser(UNet(**kwargs)), "flow_unet" → FlowDenoiser(UNet(**kwargs)) (a rectified-flow
-velocity network served as a denoiser), "classifier" → NoiseConditionalClassifier(**kwargs),
+velocity network served as a denoiser), "consistency_unet" → ConsistencyDenoiser(UNet(**kwargs)) (a
+consistency model, kwargs may add "sigma_min"), "classifier" → NoiseConditionalClassifier(**kwargs),
 "deepinv_ncsnpp" / "deepinv_admunet" → deepinv's EDM networks (for the speed comparison only).
 """
 from __future__ import annotations
@@ -12,13 +13,14 @@ from typing import Any
 from torch import nn
 
 from .classifier import MLPClassifier, NoiseConditionalClassifier, classifier_loss, fit_classifier
+from .consistency import ConsistencyDenoiser
 from .flow import FlowDenoiser, flow_matching_loss
 from .unet import EDMDenoiser, UNet, edm_coefficients
 
-__all__ = ["UNet", "EDMDenoiser", "FlowDenoiser", "flow_matching_loss", "NoiseConditionalClassifier", "MLPClassifier", "classifier_loss", "fit_classifier",
+__all__ = ["UNet", "EDMDenoiser", "FlowDenoiser", "flow_matching_loss", "ConsistencyDenoiser", "NoiseConditionalClassifier", "MLPClassifier", "classifier_loss", "fit_classifier",
            "edm_coefficients", "build", "ARCHITECTURES"]
 
-ARCHITECTURES = ("unet", "flow_unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
+ARCHITECTURES = ("unet", "flow_unet", "consistency_unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -30,6 +32,8 @@ def build(config: dict[str, Any]) -> nn.Module:
         return EDMDenoiser(UNet(**kwargs), sigma_data=sigma_data)
     if name == "flow_unet":
         return FlowDenoiser(UNet(**kwargs), sigma_data=sigma_data)
+    if name == "consistency_unet":
+        return ConsistencyDenoiser(UNet(**kwargs), sigma_data=sigma_data, sigma_min=float(config.get("sigma_min", 0.002)))
     if name == "classifier":
         return NoiseConditionalClassifier(sigma_data=sigma_data, **kwargs)
     if name in ("deepinv_ncsnpp", "deepinv_admunet"):

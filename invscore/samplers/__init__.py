@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 
 from .common import SampleResult, time_grid
+from .consistency import sample_consistency
 from .likelihood import bits_per_dim, decode, dequantize, encode, log_likelihood
 from .ode import pf_velocity, rk45, sample_ddim, sample_euler, sample_heun, sample_rk45
 from .pc import CORRECTORS, PREDICTORS, sample_pc
 
 __all__ = ["SampleResult", "time_grid", "sample_pc", "sample_euler", "sample_heun", "sample_rk45",
-           "sample_ddim", "log_likelihood", "encode", "decode", "bits_per_dim", "dequantize", "pf_velocity",
+           "sample_ddim", "sample_consistency", "log_likelihood", "encode", "decode", "bits_per_dim", "dequantize", "pf_velocity",
            "rk45", "PREDICTORS", "CORRECTORS", "SAMPLERS", "sample"]
 
 #: name -> (function, keyword arguments); fixed-grid samplers take ``(model, x, ts, **kw)``
@@ -24,6 +25,7 @@ SAMPLERS = {
     "ode_heun": (sample_heun, {}),
     "ddim": (sample_ddim, {"eta": 0.0}),
     "rk45": (sample_rk45, {}),
+    "consistency": (sample_consistency, {}),  # for consistency models (invscore.nets.ConsistencyDenoiser)
 }
 
 
@@ -43,6 +45,6 @@ def sample(model, shape, method: str = "ode_heun", steps: int = 50, grid: str | 
     x = model.sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
     if fn is sample_rk45:
         return fn(model, x, generator=generator, **kw)
-    grid = grid or ("edm" if fn in (sample_euler, sample_heun, sample_ddim) else "uniform")
+    grid = grid or ("edm" if fn in (sample_euler, sample_heun, sample_ddim, sample_consistency) else "uniform")
     ts = time_grid(model.sde, steps, grid, device=device, dtype=dtype)
     return fn(model, x, ts, generator=generator, callback=callback, **kw)

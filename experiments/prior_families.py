@@ -1,20 +1,24 @@
-"""Score prior vs rectified-flow prior on the same tasks, images and measurements (issue 15 §1).
+"""The prior families on the same tasks, images and measurements (issue 15 §1–2): score vs rectified flow vs
+consistency model.
 
-Two Fashion-MNIST priors with the same UNet (1.06 M parameters), trained on CPU by
-``python -m invscore.training``: ``fashion_mnist`` (EDM denoising score matching) and ``fashion_mnist_flow``
-(``--objective flow``: rectified-flow velocity, logit-normal t; ``invscore.nets.FlowDenoiser``). Both are
-frozen priors ``D(x, σ)``, so every method runs on both unchanged; each is sampled under the VP SDE (the CLI's
-default) and under ``sde='flow'`` (the straight path, :class:`invscore.sde_flow.FlowSDE`, whose
-probability-flow ODE is the flow's own ODE).
+Three Fashion-MNIST priors with the same UNet (1.06 M parameters), trained on CPU: ``fashion_mnist`` (EDM
+denoising score matching, ``python -m invscore.training``), ``fashion_mnist_flow`` (``--objective flow``:
+rectified-flow velocity, logit-normal t; ``invscore.nets.FlowDenoiser``) and ``fashion_mnist_cm``
+(consistency distillation of ``fashion_mnist``, ``python -m invscore.distill``;
+``invscore.nets.ConsistencyDenoiser``). All are frozen priors ``D(x, σ)``, so every method runs on each
+unchanged (for the consistency model D is its map to the ODE's origin, used as the methods' x̂0). By default
+all are sampled under the VP SDE (the CLI's default); ``--sdes vp flow`` adds the straight path
+(:class:`invscore.sde_flow.FlowSDE`, whose probability-flow ODE is the flow's own ODE).
 
 For each task of ``tasks_table.TASKS`` (σ_y = 0.05 in [-1, 1], the same y for everyone), each method of
 ``METHODS`` at each NFE of ``--nfe``: one posterior sample per image of the first ``--n`` Fashion-MNIST test
 images (held out from both priors' training). Reported: PSNR / LPIPS mean over images, and per (task, method,
-NFE, SDE) the paired difference flow − score with its 95 % interval (mean ± 1.96 s.e. over images). Also the
-priors' held-out denoising MSE per σ from their cards.
+NFE, SDE) the paired difference of each family against the score prior with its 95 % interval (mean ± 1.96
+s.e. over images). Also the priors' held-out denoising MSE per σ from their cards, and unconditional
+generation is left to their sample grids (``invscore/assets/*_samples.png``).
 
-Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/score_vs_flow.py [--n 8] [--threads 1]``; writes
-``experiments/results/score_vs_flow.{md,csv,png}`` (``--quick``: 2 images, NFE 10, one task).
+Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/prior_families.py [--n 8] [--threads 1]``; writes
+``experiments/results/prior_families.{md,csv,png}`` (``--quick``: 2 images, NFE 10, one task).
 """
 from __future__ import annotations
 
@@ -33,10 +37,11 @@ from invscore.io import atomic_write_text, write_csv
 from invscore.priors import CallablePrior
 from tasks_table import SIGMA_Y, TASKS
 
-PRIORS = {"score": "fashion_mnist", "flow": "fashion_mnist_flow"}
+PRIORS = {"score": "fashion_mnist", "flow": "fashion_mnist_flow", "consistency": "fashion_mnist_cm"}
 METHODS = ["mmps", "pigdm", "ddrm", "dps", "pnpflow"]
-NFE = [10, 20, 50, 100]
+NFE = [4, 10, 20, 50, 100]
 SDES = ["vp", "flow"]
+STYLES = {"score": "--", "flow": "-", "consistency": ":"}
 
 
 def run(prior, op, y, method, nfe, sde, seed=1):
@@ -53,7 +58,7 @@ def interval(d: torch.Tensor) -> tuple[float, float]:
 
 
 def plot(rows, path, tasks):
-    """PSNR and LPIPS vs NFE per task; colour = method, solid = flow prior, dashed = score prior (VP SDE)."""
+    """PSNR and LPIPS vs NFE per task (first SDE); colour = method, line style = prior family (STYLES)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -61,9 +66,9 @@ def plot(rows, path, tasks):
     colours = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for j, task in enumerate(tasks):
         for m in METHODS:
-            for fam, ls in (("flow", "-"), ("score", "--")):
-                pts = sorted((r["nfe"], r["psnr"], r["lpips"]) for r in rows
-                             if r["task"] == task and r["method"] == m and r["prior"] == fam and r["sde"] == "vp")
+            for fam, ls in STYLES.items():
+                pts = sorted((r["nfe"], r["psnr"], r["lpips"]) for r in rows if r["task"] == task
+                             and r["method"] == m and r["prior"] == fam and r["sde"] == rows[0]["sde"])
                 if pts:
                     n, p, lp = zip(*pts)
                     axes[0, j].plot(n, p, ls, marker="o", ms=3, color=colours[m], label=f"{m} ({fam})")
@@ -81,23 +86,24 @@ def plot(rows, path, tasks):
 
 def write(rows, pairs, cards, args, elapsed, prefix):
     write_csv(RESULTS / f"{prefix}.csv", rows)
-    L = ["# Score prior vs rectified-flow prior (fashion_mnist vs fashion_mnist_flow)", "",
-         f"First {args.n} Fashion-MNIST test images (held out from both priors), σ_y = {SIGMA_Y}, one posterior "
+    L = ["# Prior families: " + ", ".join(f"{k} ({c['name']})" for k, c in cards.items()), "",
+         f"First {args.n} Fashion-MNIST test images (held out from every prior), σ_y = {SIGMA_Y}, one posterior "
          "sample per image, the same y for every run. Generated by `OMP_WAIT_POLICY=PASSIVE python "
-         f"experiments/score_vs_flow.py --n {args.n} --threads {args.threads}` in {elapsed / 60:.1f} min.", "",
+         f"experiments/prior_families.py --n {args.n} --threads {args.threads} --sdes {' '.join(args.sdes)}` in "
+         f"{elapsed / 60:.1f} min.", "",
          "## The priors", "", "| prior | family | training steps | CPU time (s) | held-out MSE at σ = 0.05 / 0.5 / 2 / 20 |",
          "|---|---|---|---|---|"]
     for fam, c in cards.items():
         mse = c.get("eval_test_mse_by_sigma", {})
         L.append(f"| {c['name']} | {c.get('family', 'score')} | {c.get('steps')} | {c.get('training_time_s')} | "
                  + " / ".join(f"{mse.get(s, math.nan):.4f}" for s in ("0.05", "0.5", "2", "20")) + " |")
-    L += ["", "## Paired: flow − score, per image (mean [± 1.96 s.e.]); PSNR up and LPIPS down favour the flow prior",
-          "", "| task | method | NFE | SDE | PSNR score | PSNR flow | ΔPSNR (dB) | LPIPS score | LPIPS flow | ΔLPIPS |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+    L += ["", "## Paired against the score prior, per image (mean ± 1.96 s.e.); PSNR up and LPIPS down favour the "
+          "other family", "", "| task | method | NFE | SDE | family | PSNR score | PSNR family | ΔPSNR (dB) | "
+          "LPIPS score | LPIPS family | ΔLPIPS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in pairs:
-        L.append(f"| {p['task']} | {p['method']} | {p['nfe']} | {p['sde']} | {p['psnr_score']:.2f} | "
-                 f"{p['psnr_flow']:.2f} | {p['dpsnr']:+.2f} ± {p['dpsnr_ci']:.2f} | {p['lpips_score']:.4f} | "
-                 f"{p['lpips_flow']:.4f} | {p['dlpips']:+.4f} ± {p['dlpips_ci']:.4f} |")
+        L.append(f"| {p['task']} | {p['method']} | {p['nfe']} | {p['sde']} | {p['family']} | {p['psnr_score']:.2f} | "
+                 f"{p['psnr_other']:.2f} | {p['dpsnr']:+.2f} ± {p['dpsnr_ci']:.2f} | {p['lpips_score']:.4f} | "
+                 f"{p['lpips_other']:.4f} | {p['dlpips']:+.4f} ± {p['dlpips_ci']:.4f} |")
     atomic_write_text(RESULTS / f"{prefix}.md", "\n".join(L) + "\n")
 
 
@@ -106,20 +112,24 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--nfe", type=int, nargs="+", default=NFE)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    ap.add_argument("--sdes", nargs="+", default=SDES, choices=SDES)
+    ap.add_argument("--sdes", nargs="+", default=SDES[:1], choices=SDES)
+    ap.add_argument("--families", nargs="+", default=list(PRIORS), choices=list(PRIORS))
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--flow-prior", default=PRIORS["flow"], help="shipped name or .safetensors path")
+    for fam in PRIORS:
+        ap.add_argument(f"--{fam}-prior", default=PRIORS[fam], help="shipped name or .safetensors path")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    PRIORS["flow"] = args.flow_prior
+    if "score" not in args.families:
+        ap.error("--families must include score: the others are paired against it")
+    names = {fam: getattr(args, f"{fam}_prior") for fam in args.families}
     if args.quick:
         args.n, args.nfe, args.tasks = 2, [10], args.tasks[:1]
-    prefix = "score_vs_flow_quick" if args.quick else "score_vs_flow"
+    prefix = "prior_families_quick" if args.quick else "prior_families"
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     x = load("fashion_mnist", "test", args.n)[0] * 2 - 1
-    priors = {fam: CallablePrior(load_denoiser(name), data_shape=tuple(x.shape[1:])) for fam, name in PRIORS.items()}
-    cards = {fam: read_card(name) for fam, name in PRIORS.items()}
+    priors = {fam: CallablePrior(load_denoiser(name), data_shape=tuple(x.shape[1:])) for fam, name in names.items()}
+    cards = {fam: read_card(name) for fam, name in names.items()}
     rows, pairs, per = [], [], {}
     RESULTS.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
@@ -128,6 +138,8 @@ def main(argv=None):
         y = op.measure(x, generator=torch.Generator().manual_seed(0))
         for method in METHODS:
             for nfe in args.nfe:
+                if 2 * invscore_method(method).cost().nfe > nfe:
+                    continue  # the method's two-step minimum does not fit this budget
                 for sde in args.sdes:
                     for fam, prior in priors.items():
                         t0 = time.perf_counter()
@@ -139,12 +151,14 @@ def main(argv=None):
                                          sec_per_img=(time.perf_counter() - t0) / x.shape[0]))
                         print(f"{task:<15}{method:<8}NFE {got:>4} {sde:<5}{fam:<6}PSNR {rows[-1]['psnr']:6.2f} "
                               f"LPIPS {rows[-1]['lpips']:.4f}", flush=True)
-                    a, b = per[(task, method, nfe, sde, "flow")], per[(task, method, nfe, sde, "score")]
-                    dp, dl = interval(a["psnr"] - b["psnr"]), interval(a["lpips"] - b["lpips"])
-                    pairs.append(dict(task=task, method=method, nfe=rows[-1]["nfe"], sde=sde,
-                                      psnr_score=float(b["psnr"].mean()), psnr_flow=float(a["psnr"].mean()),
-                                      dpsnr=dp[0], dpsnr_ci=dp[1], lpips_score=float(b["lpips"].mean()),
-                                      lpips_flow=float(a["lpips"].mean()), dlpips=dl[0], dlpips_ci=dl[1]))
+                    b = per[(task, method, nfe, sde, "score")]
+                    for fam in [f for f in priors if f != "score"]:
+                        a = per[(task, method, nfe, sde, fam)]
+                        dp, dl = interval(a["psnr"] - b["psnr"]), interval(a["lpips"] - b["lpips"])
+                        pairs.append(dict(task=task, method=method, nfe=rows[-1]["nfe"], sde=sde, family=fam,
+                                          psnr_score=float(b["psnr"].mean()), psnr_other=float(a["psnr"].mean()),
+                                          dpsnr=dp[0], dpsnr_ci=dp[1], lpips_score=float(b["lpips"].mean()),
+                                          lpips_other=float(a["lpips"].mean()), dlpips=dl[0], dlpips_ci=dl[1]))
         write(rows, pairs, cards, args, time.perf_counter() - start, prefix)  # partial results survive
     if not args.quick:
         plot(rows, RESULTS / f"{prefix}.png", args.tasks)
