@@ -15,7 +15,11 @@ For each task of ``tasks_table.TASKS`` (σ_y = 0.05 in [-1, 1], the same y for e
 images (held out from both priors' training). Reported: PSNR / LPIPS mean over images, and per (task, method,
 NFE, SDE) the paired difference of each family against the score prior with its 95 % interval (mean ± 1.96
 s.e. over images). Also the priors' held-out denoising MSE per σ from their cards, and unconditional
-generation is left to their sample grids (``invscore/assets/*_samples.png``).
+generation against NFE: ``--gen-n`` samples per prior and sampler (DDIM, η = 0, and multistep consistency
+sampling, both under the VP SDE), scored by the Fréchet distance (``invscore.stats.frechet_distance``) of the
+shipped noise-conditional classifier's pooled features at σ = 0.002 to those of ``--gen-n`` held-out test
+images; the floor is the distance between two disjoint sets of test images of the same size. The feature
+network was trained on the same training split as the priors, so this is FID-like, not FID.
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/prior_families.py [--n 8] [--threads 1]``; writes
 ``experiments/results/prior_families.{md,csv,png}`` (``--quick``: 2 images, NFE 10, one task).
@@ -30,17 +34,21 @@ import torch
 
 import operators
 from inverse_common import RESULTS, image_metrics, invscore_method, invscore_steps
-from invscore.checkpoint import load_denoiser, read_card
+from invscore.checkpoint import load_classifier, load_denoiser, read_card
 from invscore.conditional import solve
 from invscore.data import load
 from invscore.io import atomic_write_text, write_csv
-from invscore.priors import CallablePrior
+from invscore.priors import CallablePrior, Diffusion
+from invscore.samplers import sample
+from invscore.sde import make_sde
+from invscore.stats import frechet_distance
 from tasks_table import SIGMA_Y, TASKS
 
 PRIORS = {"score": "fashion_mnist", "flow": "fashion_mnist_flow", "consistency": "fashion_mnist_cm"}
 METHODS = ["mmps", "pigdm", "ddrm", "dps", "pnpflow"]
 NFE = [4, 10, 20, 50, 100]
 SDES = ["vp", "flow"]
+GEN = {"ddim": [2, 4, 10, 20, 50], "consistency": [1, 2, 4, 10]}  # sampler -> NFE per sample
 STYLES = {"score": "--", "flow": "-", "consistency": ":"}
 
 
@@ -55,6 +63,38 @@ def interval(d: torch.Tensor) -> tuple[float, float]:
     """Mean and 1.96 × standard error of per-image differences."""
     d = d.double()
     return float(d.mean()), 1.96 * float(d.std(unbiased=True)) / math.sqrt(d.numel()) if d.numel() > 1 else math.nan
+
+
+@torch.no_grad()
+def features(clf, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's pooled features (the input of its linear head) of images x in [-1, 1], at σ = 0.002."""
+    got = []
+    hook = clf.head.register_forward_hook(lambda m, inp, out: got.append(inp[0]))
+    try:
+        for chunk in x.split(256):
+            clf(chunk, torch.full((len(chunk),), 0.002))
+    finally:
+        hook.remove()
+    return torch.cat(got)
+
+
+def generation(priors, n: int, log=print) -> list[dict]:
+    """Fréchet distance of ``n`` unconditional samples per (prior, sampler, NFE) to ``n`` held-out test images
+    (images 1000..1000+n), and the floor: test images 2000..2000+n against the same reference."""
+    clf = load_classifier("fashion_mnist_classifier")
+    test = load("fashion_mnist", "test", 2000 + n)[0] * 2 - 1
+    ref = features(clf, test[1000:1000 + n])
+    rows = [dict(prior="test images", sampler="-", nfe=0, fd=float(frechet_distance(features(clf, test[2000:]), ref)))]
+    log(f"FD floor (two sets of {n} test images): {rows[0]['fd']:.3f}")
+    for fam, prior in priors.items():
+        model = Diffusion(prior, make_sde("vp"))
+        for sampler, nfes in GEN.items():
+            for nfe in nfes:
+                res = sample(model, (n, *test.shape[1:]), sampler, steps=nfe, generator=torch.Generator().manual_seed(nfe))
+                rows.append(dict(prior=fam, sampler=sampler, nfe=res.nfe,
+                                 fd=float(frechet_distance(features(clf, res.x.float().clamp(-1, 1)), ref))))
+                log(f"generate {fam:<12}{sampler:<12}NFE {res.nfe:>3}  FD {rows[-1]['fd']:.3f}")
+    return rows
 
 
 def plot(rows, path, tasks):
@@ -84,7 +124,7 @@ def plot(rows, path, tasks):
     plt.close(fig)
 
 
-def write(rows, pairs, cards, args, elapsed, prefix):
+def write(rows, pairs, cards, args, elapsed, prefix, gen=()):
     write_csv(RESULTS / f"{prefix}.csv", rows)
     L = ["# Prior families: " + ", ".join(f"{k} ({c['name']})" for k, c in cards.items()), "",
          f"First {args.n} Fashion-MNIST test images (held out from every prior), σ_y = {SIGMA_Y}, one posterior "
@@ -97,6 +137,16 @@ def write(rows, pairs, cards, args, elapsed, prefix):
         mse = c.get("eval_test_mse_by_sigma", {})
         L.append(f"| {c['name']} | {c.get('family', 'score')} | {c.get('steps')} | {c.get('training_time_s')} | "
                  + " / ".join(f"{mse.get(s, math.nan):.4f}" for s in ("0.05", "0.5", "2", "20")) + " |")
+    if gen:
+        nfes = sorted({n for v in GEN.values() for n in v})
+        L += ["", f"## Unconditional generation: Fréchet distance to {args.gen_n} test images (lower is better)", "",
+              f"Floor (two disjoint sets of {args.gen_n} test images): {gen[0]['fd']:.3f}.", "",
+              "| prior | sampler | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|---|" + "---|" * len(nfes)]
+        for fam in cards:
+            for sampler in GEN:
+                got = {r["nfe"]: r["fd"] for r in gen if r["prior"] == fam and r["sampler"] == sampler}
+                cells = [f"{got[n]:.3f}" if n in got else "–" for n in nfes]
+                L.append(f"| {fam} | {sampler} | " + " | ".join(cells) + " |")
     L += ["", "## Paired against the score prior, per image (mean ± 1.96 s.e.); PSNR up and LPIPS down favour the "
           "other family", "", "| task | method | NFE | SDE | family | PSNR score | PSNR family | ΔPSNR (dB) | "
           "LPIPS score | LPIPS family | ΔLPIPS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -115,6 +165,7 @@ def main(argv=None):
     ap.add_argument("--sdes", nargs="+", default=SDES[:1], choices=SDES)
     ap.add_argument("--families", nargs="+", default=list(PRIORS), choices=list(PRIORS))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gen-n", type=int, default=256, help="unconditional samples per point (0: skip)")
     for fam in PRIORS:
         ap.add_argument(f"--{fam}-prior", default=PRIORS[fam], help="shipped name or .safetensors path")
     ap.add_argument("--quick", action="store_true")
@@ -123,7 +174,7 @@ def main(argv=None):
         ap.error("--families must include score: the others are paired against it")
     names = {fam: getattr(args, f"{fam}_prior") for fam in args.families}
     if args.quick:
-        args.n, args.nfe, args.tasks = 2, [10], args.tasks[:1]
+        args.n, args.nfe, args.tasks, args.gen_n = 2, [10], args.tasks[:1], 8
     prefix = "prior_families_quick" if args.quick else "prior_families"
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -132,6 +183,7 @@ def main(argv=None):
     cards = {fam: read_card(name) for fam, name in names.items()}
     rows, pairs, per = [], [], {}
     RESULTS.mkdir(parents=True, exist_ok=True)
+    gen = generation(priors, args.gen_n) if args.gen_n else []
     for task in args.tasks:
         reg, params, _ = TASKS[task]
         op = operators.make(reg, img_size=tuple(x.shape[1:]), noise=SIGMA_Y, **params)
@@ -159,10 +211,11 @@ def main(argv=None):
                                           psnr_score=float(b["psnr"].mean()), psnr_other=float(a["psnr"].mean()),
                                           dpsnr=dp[0], dpsnr_ci=dp[1], lpips_score=float(b["lpips"].mean()),
                                           lpips_other=float(a["lpips"].mean()), dlpips=dl[0], dlpips_ci=dl[1]))
-        write(rows, pairs, cards, args, time.perf_counter() - start, prefix)  # partial results survive
+        write(rows, pairs, cards, args, time.perf_counter() - start, prefix, gen)  # partial results survive
     if not args.quick:
         plot(rows, RESULTS / f"{prefix}.png", args.tasks)
-    write(rows, pairs, cards, args, time.perf_counter() - start, prefix)
+    write(rows, pairs, cards, args, time.perf_counter() - start, prefix, gen)
+    write_csv(RESULTS / f"{prefix}_generation.csv", gen) if gen else None
     print((RESULTS / f"{prefix}.md").read_text())
 
 
