@@ -48,7 +48,7 @@ PRIORS = {"score": "fashion_mnist", "flow": "fashion_mnist_flow", "consistency":
 METHODS = ["mmps", "pigdm", "ddrm", "dps", "pnpflow"]
 NFE = [4, 10, 20, 50, 100]
 SDES = ["vp", "flow"]
-GEN = {"ddim": [2, 4, 10, 20, 50], "consistency": [1, 2, 4, 10]}  # sampler -> NFE per sample
+GEN = {"ddim": [2, 4, 10, 20], "consistency": [1, 2, 4]}  # sampler -> NFE per sample
 STYLES = {"score": "--", "flow": "-", "consistency": ":"}
 
 

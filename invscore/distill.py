@@ -150,7 +150,7 @@ def _finalize(args, model, path: Path) -> None:
     grids = [sample(diff, (32, *xt.shape[1:]), "consistency", steps=k, generator=torch.Generator().manual_seed(k)).x
              for k in (1, 2)]
     save_image((torch.cat(grids).clamp(-1, 1) + 1) / 2, Path(args.out) / "samples.png", nrow=8, padding=1)
-    card["sample_grid"] = "samples.png (rows 1-4: one-step samples; rows 5-8: two-step, EDM grid)"
+    card["sample_grid"] = "samples.png (rows 1-4 one-step samples, rows 5-8 two-step; EDM SDE and grid)"
     ckpt.save_model(model, path, card)
 
 

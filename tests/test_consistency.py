@@ -110,3 +110,13 @@ def test_distill_refuses_a_teacher_it_cannot_use(tmp_path, capsys):
     assert main(["--teacher", str(tmp_path / "missing.safetensors"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("invscore: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_the_shipped_consistency_model_generates_in_one_step_from_the_cli(tmp_path):
+    import json
+    from invscore.cli import main as cli
+    f = load_denoiser("fashion_mnist_cm")
+    assert isinstance(f, ConsistencyDenoiser) and f.card["family"] == "consistency" and f.card["teacher"] == "fashion_mnist"
+    assert cli(["generate", "--prior", "fashion_mnist_cm", "--method", "consistency", "--steps", "1", "--n", "2",
+                "--quiet", "threads=1", "--out", str(tmp_path / "g")]) == 0
+    assert json.loads((tmp_path / "g" / "summary.json").read_text())["nfe"] == 1

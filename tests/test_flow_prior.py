@@ -76,3 +76,14 @@ def test_objective_flow_refuses_what_it_cannot_train(tmp_path, extra, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--objective", "flow", "--out", str(tmp_path), *extra])
     assert exc.value.code == 2 and "--objective flow trains a prior with --arch unet" in capsys.readouterr().err
+
+
+def test_the_shipped_flow_prior_runs_from_the_cli_and_lists_its_family(tmp_path, capsys):
+    from invscore.cli import main as cli
+    net = load_denoiser("fashion_mnist_flow")
+    assert isinstance(net, FlowDenoiser) and net.card["family"] == "flow" and "eval_test_mse_by_sigma" in net.card
+    assert cli(["inpaint", "--prior", "fashion_mnist_flow", "--n", "1", "--steps", "4", "--quiet", "threads=1",
+                "sde=flow", "--out", str(tmp_path / "r")]) == 0
+    assert cli(["list", "priors"]) in (0, None)
+    row = [r for r in capsys.readouterr().out.splitlines() if r.startswith("  fashion_mnist_flow ")]
+    assert len(row) == 1 and " flow " in row[0] and "steps 2843" in row[0]
