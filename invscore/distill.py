@@ -24,15 +24,17 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .nets import ConsistencyDenoiser
+from .samplers import time_grid
+from .sde import EDMSDE
 from .training import EMA, _load_data, _optimise
 
 __all__ = ["karras_sigmas", "heun_teacher_step", "consistency_distillation_loss", "distill", "main"]
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
-    """σ_1 < … < σ_n: σ_i = (σ_min^{1/ρ} + (i−1)/(n−1)(σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ (Karras et al. 2022, eq. 5)."""
-    i = torch.arange(n, dtype=torch.float64) / (n - 1)
-    return (sigma_min ** (1 / rho) + i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
+    """σ_1 < … < σ_n: σ_i = (σ_min^{1/ρ} + (i−1)/(n−1)(σ_max^{1/ρ} − σ_min^{1/ρ}))^ρ (Karras et al. 2022, eq. 5),
+    increasing: the samplers' 'edm' grid on σ(t) = t, reversed."""
+    return time_grid(EDMSDE(sigma_min, sigma_max), n - 1, "edm", rho=rho, dtype=torch.float64).flip(0)
 
 
 @torch.no_grad()

@@ -22,3 +22,13 @@ def per_sample(v, x: torch.Tensor) -> torch.Tensor:
     the shape every denoiser and classifier in invscore takes."""
     v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
     return v.expand(x.shape[0]) if v.ndim == 0 else v
+
+
+def sigma_per_image(sigma, x: torch.Tensor) -> torch.Tensor:
+    """:func:`per_sample`, refusing anything but one noise std per image of ``x`` (what the networks'
+    preconditioning broadcasts over)."""
+    sigma = per_sample(sigma, x)
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must have shape (B,) = ({x.shape[0]},), got {tuple(sigma.shape)}; "
+                         "pass one noise std per image")
+    return sigma

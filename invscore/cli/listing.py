@@ -12,7 +12,7 @@ __all__ = ["listing", "priors_rows", "methods_rows", "operators_rows", "samplers
 
 
 def priors_rows() -> list[str]:
-    """The shipped checkpoints by their model cards (kind, size, family: score or flow, training steps), the shipped test-image sets and the registered formats."""
+    """The shipped checkpoints by their model cards (kind, size, family: score, flow or consistency; training steps), the shipped test-image sets and the registered formats."""
     from ..checkpoint import read_card, shipped
     from ..data.assets import shipped_test_sets
     rows = []

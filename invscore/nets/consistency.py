@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..utils import per_sample
+from ..utils import sigma_per_image
 
 __all__ = ["ConsistencyDenoiser", "consistency_coefficients"]
 
@@ -35,10 +35,7 @@ class ConsistencyDenoiser(nn.Module):
         self.sigma_data, self.sigma_min = float(sigma_data), float(sigma_min)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = per_sample(sigma, x)
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(f"sigma must have shape (B,) = ({x.shape[0]},), got {tuple(sigma.shape)}; "
-                             "pass one noise std per image")
+        sigma = sigma_per_image(sigma, x)
         c_skip, c_out, c_in, c_noise = consistency_coefficients(sigma, self.sigma_data, self.sigma_min)
         v = lambda c: c.view(-1, 1, 1, 1)  # noqa: E731
         return v(c_skip) * x + v(c_out) * self.net(v(c_in) * x, c_noise).to(x.dtype)

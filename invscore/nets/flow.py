@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..utils import per_sample
+from ..utils import sigma_per_image
 
 __all__ = ["FlowDenoiser", "flow_matching_loss"]
 
@@ -35,10 +35,7 @@ class FlowDenoiser(nn.Module):
         return self.net(xt, (torch.log(t) - torch.log1p(-t)) / 4).to(xt.dtype)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = per_sample(sigma, x)
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(f"sigma must have shape (B,) = ({x.shape[0]},), got {tuple(sigma.shape)}; "
-                             "pass one noise std per image")
+        sigma = sigma_per_image(sigma, x)
         t = sigma / (1 + sigma)
         xt = x / (1 + sigma).view(-1, 1, 1, 1)
         return xt - t.view(-1, 1, 1, 1) * self.velocity(xt, t)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..utils import per_sample
+from ..utils import sigma_per_image
 
 
 def _groups(ch: int) -> int:
@@ -205,10 +205,7 @@ class EDMDenoiser(nn.Module):
         self.sigma_data = float(sigma_data)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        sigma = per_sample(sigma, x)
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(f"sigma must have shape (B,) = ({x.shape[0]},), got {tuple(sigma.shape)}; "
-                             "pass one noise std per image")
+        sigma = sigma_per_image(sigma, x)
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
         v = lambda c: c.view(-1, 1, 1, 1)  # noqa: E731
         f = self.net(v(c_in) * x, c_noise)
