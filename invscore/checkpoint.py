@@ -159,6 +159,7 @@ def _load(path_or_name, kind: str, device) -> nn.Module:
     model = build(card["arch"])
     _load_into(model, path, card)
     model.card = card  # plain attribute: callers can read image_size/channels without reopening the JSON
+    model.source = path  # where it came from: a latent prior finds its autoencoder beside it
     # CallablePrior(model) reads these, so a hand-wrapped checkpoint is still checked against its card's size
     model.data_shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
     if "sigma_min" in card and "sigma_max" in card:
@@ -178,6 +179,12 @@ def load_classifier(path_or_name: str | os.PathLike, device: str | torch.device 
     """Rebuild a frozen noise-conditional classifier logits(x, σ) for log p_σ(c | x)
     (Dhariwal & Nichol 2021, sec. 4) from a checkpoint name or path."""
     return _load(path_or_name, "classifier", device)
+
+
+def load_autoencoder(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a frozen autoencoder (encoder E, decoder 𝒟: :class:`~invscore.nets.Autoencoder`, the first
+    stage of latent diffusion, Rombach et al. 2022) from a checkpoint name or path."""
+    return _load(path_or_name, "autoencoder", device)
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike) -> None:

@@ -4,6 +4,7 @@ or a noise-conditional classifier on CPU.
     python -m invscore.training --data fashion_mnist --out train_runs/fmnist --minutes 60
     python -m invscore.training --objective flow --out train_runs/fmnist_flow --minutes 60
     python -m invscore.training --task classifier --data fashion_mnist --out train_runs/fmnist_clf
+    python -m invscore.training --conditional --out train_runs/fmnist_cond --minutes 60   # for CFG
     python -m invscore.training --out train_runs/fmnist --resume          # continue from state.pt
     python -m invscore.training --out train_runs/fmnist --ship-as fashion_mnist   # copy into assets
 
@@ -59,14 +60,18 @@ def sample_sigma(n: int, generator: torch.Generator, p_mean: float = -1.2, p_std
     return ln_s.exp()
 
 
-def edm_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def edm_loss(denoiser: nn.Module, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+             label: torch.Tensor | None = None) -> torch.Tensor:
     """Denoising score matching with EDM's weight (Karras et al. 2022, eq. 2 and Table 1):
 
-    L = E[λ(σ) ‖D(x0 + σn, σ) − x0‖²],  λ(σ) = (σ² + σd²) / (σ·σd)²  (mean over pixels and batch).
+    L = E[λ(σ) ‖D(x0 + σn, σ[, c]) − x0‖²],  λ(σ) = (σ² + σd²) / (σ·σd)²  (mean over pixels and batch);
+    ``label`` (B,) conditions a class-conditional denoiser, −1 being the dropped label ∅.
     """
     sd = denoiser.sigma_data
     w = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2
-    err = (denoiser(x0 + sigma.view(-1, 1, 1, 1) * noise, sigma) - x0) ** 2
+    xt = x0 + sigma.view(-1, 1, 1, 1) * noise
+    err = (denoiser(xt, sigma) if label is None else denoiser(xt, sigma, label)) - x0
+    err = err ** 2
     return (w * err.flatten(1).mean(1)).mean()
 
 
@@ -117,6 +122,8 @@ def make_model(args) -> tuple[nn.Module, dict[str, Any]]:
     elif args.arch == "unet":
         kwargs = dict(in_channels=args.image_channels, channels=chans, num_res_blocks=args.res_blocks,
                       mid_attention=bool(args.attention))
+        if args.conditional:
+            kwargs["num_classes"] = args.num_classes
         cfg = {"name": "flow_unet" if args.objective == "flow" else "unet", "kwargs": kwargs,
                "sigma_data": args.sigma_data}
     else:
@@ -142,6 +149,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--res-blocks", type=int, default=1)
     p.add_argument("--attention", type=int, default=1, help="1: one self-attention at the bottleneck")
     p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--conditional", action="store_true",
+                   help="train a class-conditional prior D(x, σ, c) for classifier-free guidance (edm, unet)")
+    p.add_argument("--label-drop", type=float, default=0.1,
+                   help="with --conditional: share of labels replaced by ∅ (Ho & Salimans 2022 use 0.1–0.2)")
     p.add_argument("--steps", type=int, default=100000)
     p.add_argument("--minutes", type=float, default=None, help="stop after this much training time")
     p.add_argument("--batch", type=int, default=64)
@@ -168,8 +179,8 @@ def parser() -> argparse.ArgumentParser:
 def _load_data(args):
     from .data import load
     x, y = load(args.data, "train", n=args.n_train)
-    if args.task == "classifier" and y is None:
-        raise ValueError(f"dataset {args.data!r} has no labels; a classifier needs a labelled dataset")
+    if (args.task == "classifier" or args.conditional) and y is None:
+        raise ValueError(f"dataset {args.data!r} has no labels; a classifier or --conditional needs a labelled dataset")
     return x * 2 - 1, y
 
 
@@ -179,6 +190,7 @@ def _card(args, cfg, x, step, loss, elapsed, n_params) -> dict[str, Any]:
         "name": args.name or Path(args.out).name,
         "kind": "classifier" if args.task == "classifier" else "denoiser",
         **({} if args.task == "classifier" else {"family": "flow" if args.objective == "flow" else "score"}),
+        **({"classes": args.num_classes, "label_dropout": args.label_drop} if getattr(args, "conditional", False) else {}),
         "arch": cfg, "image_size": int(x.shape[-1]), "channels": int(x.shape[1]),
         "data_range": [-1.0, 1.0], "noise_convention": ckpt.NOISE_CONVENTION,
         "sigma_data": args.sigma_data, "sigma_min": 0.002, "sigma_max": 80.0,
@@ -214,7 +226,11 @@ def _loss(args, model: nn.Module, x: torch.Tensor, y, gen: torch.Generator) -> t
         return classifier_loss(model, x0, y[idx], sigma, noise)
     if args.objective == "flow":
         return flow_matching_loss(model, x0, sigma / (1 + sigma), noise)  # t = σ/(1+σ): the same noise level
-    return edm_loss(model, x0, sigma, noise)
+    label = None
+    if args.conditional:  # Ho & Salimans 2022, Algorithm 1: drop the label with probability p_uncond
+        drop = torch.rand(args.batch, generator=gen) < args.label_drop
+        label = torch.where(drop, torch.full_like(y[idx], -1), y[idx])
+    return edm_loss(model, x0, sigma, noise, label)
 
 
 def _optimise(args, model: nn.Module, opt, loss: torch.Tensor, step: int) -> None:
@@ -232,6 +248,11 @@ def check_args(args) -> None:
     """Refuse option combinations that cannot train (one line each)."""
     if args.objective == "flow" and (args.task != "prior" or args.arch != "unet"):
         raise ValueError(f"--objective flow trains a prior with --arch unet; got --task {args.task} --arch {args.arch}")
+    if getattr(args, "conditional", False) and (args.task, args.objective, args.arch) != ("prior", "edm", "unet"):
+        raise ValueError("--conditional trains an edm prior with --arch unet; got "
+                         f"--task {args.task} --objective {args.objective} --arch {args.arch}")
+    if not 0.0 <= getattr(args, "label_drop", 0.1) < 1.0:
+        raise ValueError(f"--label-drop must be in [0, 1) (the share of dropped labels), got {args.label_drop}")
 
 
 def _setup(args, data):

@@ -21,7 +21,9 @@ def _report(summary: dict) -> str:
     procs = f" on {summary['processes']} processes" if summary.get("processes", 1) > 1 else ""
     parts = [f"{verb}{summary['task']}: {summary.get('n_images')} image(s){procs}",
              f"{summary.get('method') or summary.get('sampler')} {summary.get('steps')} steps, NFE {summary.get('nfe')}"
-             + (f" + {summary['backward_passes']} backward" if summary.get("backward_passes") else ""),
+             + (f" + {summary['backward_passes']} backward" if summary.get("backward_passes") else "")
+             + (f", autoencoder {summary['autoencoder_passes']} + {summary['autoencoder_backward']} backward"
+                if summary.get("autoencoder_passes") else ""),
              f"{summary['wall_seconds']:.1f} s"]
     for key, fmt in (("psnr", "PSNR {:.2f} dB"), ("ssim", "SSIM {:.3f}"), ("lpips", "LPIPS {:.3f}")):
         if m.get(key) is not None:

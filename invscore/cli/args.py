@@ -119,7 +119,11 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
                    help="classifier-guidance scale (default 16: 91 %% of guided samples on-class in "
                         "experiments/results/prior_report.md)")
     g.add_argument("--classifier", help="classifier name or path, or adm:PATH for guided-diffusion's noisy "
-                                        "classifier (default: the prior's shipped classifier)")
+                                        "classifier (default: the prior's shipped classifier; a class-conditional "
+                                        "prior such as fashion_mnist_cond uses classifier-free guidance instead)")
+    g.add_argument("--cfg-weight", dest="cfg_weight", type=float,
+                   help="classifier-free guidance weight w of a class-conditional prior (default 2; 1 = the "
+                        "conditional model, 0 = unconditional)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("-m", "--multirun", action="store_true",
                    help="sweep comma-separated override values, e.g. -m method=pigdm,dps steps=20,50")
@@ -232,7 +236,8 @@ def to_overrides(args, prior_groups=(), methods=(), samplers=()) -> list[str]:
             raise CLIError(f"unknown {what} {args.method!r}; expected one of {', '.join(sorted(valid))}")
         out.append(f"task.sampler={args.method}" if verb == "generate" else f"method={args.method}")
     simple = {"steps": "steps", "sigma_y": "sigma_y", "seed": "seed", "batch": "batch", "samples": "samples",
-              "n": "data.n", "label": "guidance.label", "gamma": "guidance.gamma", "threads": "threads"}
+              "n": "data.n", "label": "guidance.label", "gamma": "guidance.gamma", "threads": "threads",
+              "cfg_weight": "guidance.weight"}
     for attr, key in simple.items():
         v = getattr(args, attr, None)
         if v is not None:

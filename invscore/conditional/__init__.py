@@ -2,7 +2,7 @@
 from .guided import ClassifierFreeGuidance, ClassifierGuidance, Guided, Term
 from .measurement import DDRMCorrection, DPS, MMPS, PiGDM, Projection
 from .methods import METHODS, Cost, Method, get_method, methods_for, register_method
-from . import auto, daps, diffpir, pnpdm, pnpflow  # noqa: F401,E402  (each module registers its method)
+from . import auto, daps, diffpir, pnpdm, pnpflow, psld  # noqa: F401,E402  (each module registers its method)
 from .smc import sample_smc
 from .solve import SolveResult, solve
 

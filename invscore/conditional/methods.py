@@ -81,10 +81,15 @@ class Method:
         """Network evaluations per image for ``steps`` steps (default: the method's)."""
         return self.cost().nfe * int(self.steps if steps is None else steps)
 
+    @classmethod
+    def accepts(cls, operator) -> bool:
+        """Whether the method takes ``operator``: by default, whether it is the class :data:`NEEDS` names."""
+        import operators
+        return isinstance(operator, getattr(operators, NEEDS[cls.needs]))
+
     def check(self, operator) -> None:
         """Raise a one-line TypeError when ``operator`` lacks what the method needs, naming methods that fit."""
-        import operators
-        if not isinstance(operator, getattr(operators, NEEDS[self.needs])):
+        if not self.accepts(operator):
             fits = methods_for(operator)
             hint = f"{', '.join(fits)} (e.g. method={fits[0]!r})" if fits else "none"
             raise TypeError(f"method {self.name!r} needs {_NEEDS_TEXT[self.needs]}; got {type(operator).__name__}. "
@@ -143,8 +148,7 @@ def get_method(method, **options) -> Method:
 
 def methods_for(operator) -> list[str]:
     """Names of the registered methods that take ``operator``."""
-    import operators
-    return [n for n, m in METHODS.items() if isinstance(operator, getattr(operators, NEEDS.get(m.needs, "Operator")))]
+    return [n for n, m in METHODS.items() if m.accepts(operator)]
 
 
 # --- the built-in methods ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..priors.base import Diffusion
+from ..priors.latent import LatentOperator, LatentPrior
 from ..samplers import time_grid
 from ..sde import SDE, make_sde
 from .methods import Method, get_method
@@ -19,7 +20,10 @@ __all__ = ["solve", "SolveResult"]
 @dataclass
 class SolveResult:
     """Posterior samples ``x`` (one per measurement), network evaluations per image, wall seconds, and
-    backward passes through the network per image (``vjp``); both counts are counted as the method runs."""
+    backward passes through the network per image (``vjp``); both counts are counted as the method runs.
+    With a latent prior, ``x`` is decoded, ``latent`` holds the samples z, and ``autoencoder_nfe`` /
+    ``autoencoder_vjp`` count the decoder's (and encoder's) forward and backward passes per image: the
+    Jacobian cost of latent methods."""
 
     x: torch.Tensor
     nfe: int
@@ -27,6 +31,9 @@ class SolveResult:
     method: str
     trajectory: list = field(default_factory=list)
     vjp: int = 0
+    latent: torch.Tensor | None = None
+    autoencoder_nfe: int = 0
+    autoencoder_vjp: int = 0
 
 
 def _diffusion(prior, sde) -> Diffusion:
@@ -116,11 +123,14 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "auto", steps
     ``guidance``: extra terms, e.g. ``[ClassifierGuidance(clf, 3, gamma)]`` to inpaint *as* class 3. The
     prior's sample shape must be the operator's input shape. Returns samples, NFE per image, wall time.
     """
+    model = _diffusion(prior, sde)
+    latent = model.prior if isinstance(model.prior, LatentPrior) else None
+    if latent is not None:  # the method samples z and sees A ∘ 𝒟 (Rombach et al. 2022; PSLD, Rout et al. 2023)
+        operator = LatentOperator(operator, latent)
     m = get_method(method, **options)
     m, steps = m.resolve(operator, None if steps is None else _steps(steps, m.steps))
     _check(m, operator, y, guidance)
     sigma_y = operator.noise_std(sigma_y)
-    model = _diffusion(prior, sde)
     _check_prior(model, operator, y)
     ts = time_grid(model.sde, steps, grid or m.grid, device=y.device, dtype=y.dtype)
     vjp0, start = model.vjp, time.perf_counter()
@@ -129,7 +139,11 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "auto", steps
                     return_trajectory=return_trajectory)
     except FloatingPointError as err:
         raise FloatingPointError(f"method {m.name!r}: {err}") from None
+    z = None
+    if latent is not None:
+        with torch.no_grad():
+            z, res.x = res.x, latent.decode(res.x)
     if y.device.type == "cuda":
         torch.cuda.synchronize(y.device)
     return SolveResult(res.x, res.nfe, time.perf_counter() - start, m.name, res.trajectory,
-                       model.vjp - vjp0)
+                       model.vjp - vjp0, z, *((operator.nfe, operator.vjp) if latent is not None else (0, 0)))

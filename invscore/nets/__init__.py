@@ -3,7 +3,8 @@
 `build(config)` turns `{"name": "unet", "kwargs": {...}, "sigma_data": 0.5}` into a module:
 "unet" → EDMDenoiser(UNet(**kwargs)), "flow_unet" → FlowDenoiser(UNet(**kwargs)) (a rectified-flow
 velocity network served as a denoiser), "consistency_unet" → ConsistencyDenoiser(UNet(**kwargs)) (a
-consistency model, kwargs may add "sigma_min"), "classifier" → NoiseConditionalClassifier(**kwargs),
+consistency model, kwargs may add "sigma_min"), "classifier" → NoiseConditionalClassifier(**kwargs), "autoencoder" → Autoencoder(**kwargs) (the first stage
+of a latent prior),
 "deepinv_ncsnpp" / "deepinv_admunet" → deepinv's EDM networks (for the speed comparison only).
 """
 from __future__ import annotations
@@ -16,11 +17,12 @@ from .classifier import MLPClassifier, NoiseConditionalClassifier, classifier_lo
 from .consistency import ConsistencyDenoiser
 from .flow import FlowDenoiser, flow_matching_loss
 from .unet import EDMDenoiser, UNet, edm_coefficients
+from .vae import Autoencoder, vae_loss
 
 __all__ = ["UNet", "EDMDenoiser", "FlowDenoiser", "flow_matching_loss", "ConsistencyDenoiser", "NoiseConditionalClassifier", "MLPClassifier", "classifier_loss", "fit_classifier",
-           "edm_coefficients", "build", "ARCHITECTURES"]
+           "Autoencoder", "vae_loss", "edm_coefficients", "build", "ARCHITECTURES"]
 
-ARCHITECTURES = ("unet", "flow_unet", "consistency_unet", "classifier", "deepinv_ncsnpp", "deepinv_admunet")
+ARCHITECTURES = ("unet", "flow_unet", "consistency_unet", "classifier", "autoencoder", "deepinv_ncsnpp", "deepinv_admunet")
 
 
 def build(config: dict[str, Any]) -> nn.Module:
@@ -36,6 +38,8 @@ def build(config: dict[str, Any]) -> nn.Module:
         return ConsistencyDenoiser(UNet(**kwargs), sigma_data=sigma_data, sigma_min=float(config.get("sigma_min", 0.002)))
     if name == "classifier":
         return NoiseConditionalClassifier(sigma_data=sigma_data, **kwargs)
+    if name == "autoencoder":
+        return Autoencoder(**kwargs)
     if name in ("deepinv_ncsnpp", "deepinv_admunet"):
         from ._deepinv import build_deepinv
         return build_deepinv(name, kwargs, sigma_data)

@@ -108,16 +108,22 @@ class UNet(nn.Module):
         attn_levels: levels (indices into `channels`) that get one self-attention after each block.
         mid_attention: one self-attention in the bottleneck (at the coarsest resolution).
         emb_base: size of the positional features of c_noise.
+        num_classes: K > 0 makes the network class-conditional, F_θ(x, c_noise, c): a learned embedding of
+            c ∈ {0 … K−1} is added to the noise embedding (as in ADM), and the extra index K is the dropped
+            label ∅ of classifier-free guidance training (Ho & Salimans 2022, Algorithm 1).
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None,
                  channels: Sequence[int] = (32, 64, 64), num_res_blocks: int = 2,
-                 attn_levels: Sequence[int] = (), mid_attention: bool = False, emb_base: int = 32):
+                 attn_levels: Sequence[int] = (), mid_attention: bool = False, emb_base: int = 32,
+                 num_classes: int = 0):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         channels = list(channels)
         emb_dim = 4 * channels[0]
         self.embed = NoiseEmbedding(emb_base, emb_dim)
+        self.num_classes = int(num_classes)
+        self.label_embed = nn.Embedding(self.num_classes + 1, emb_dim) if self.num_classes > 0 else None
         self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -157,8 +163,23 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def labels(self, label, x: torch.Tensor) -> torch.Tensor:
+        """``label`` (None = ∅, an int, or a (B,) tensor with −1 for ∅) as (B,) embedding indices; refuses a
+        class outside 0 … K−1 in one line."""
+        if label is None:
+            return torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+        label = torch.as_tensor(label, device=x.device).long().reshape(-1).expand(x.shape[0])
+        if bool(((label < -1) | (label >= self.num_classes)).any()):
+            raise ValueError(f"class label out of range: this prior has classes 0..{self.num_classes - 1} "
+                             "(-1 or None for the unconditional model)")
+        return torch.where(label < 0, torch.full_like(label, self.num_classes), label)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, label=None) -> torch.Tensor:
         emb = self.embed(c_noise)
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(self.labels(label, x)).to(emb.dtype)
+        elif label is not None:
+            raise ValueError("this network is unconditional (trained without class labels); it takes no label")
         h = self.conv_in(x)
         hs = [h]
         for m in self.down:
@@ -196,7 +217,8 @@ class EDMDenoiser(nn.Module):
     """D(x, σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x, c_noise(σ))   (Karras et al. 2022, eq. 7).
 
     x: (B, C, H, W) noisy image in VE coordinates (x = x0 + σ·z, x0 in [-1, 1]); sigma: (B,) noise std
-    (a scalar or 0-d tensor is broadcast).  Returns the estimate of E[x0 | x].
+    (a scalar or 0-d tensor is broadcast).  Returns the estimate of E[x0 | x]; with a class-conditional
+    network, ``label`` gives E[x0 | x, c] (None: the unconditional model, the dropped label ∅).
     """
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5):
@@ -204,9 +226,22 @@ class EDMDenoiser(nn.Module):
         self.net = net
         self.sigma_data = float(sigma_data)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    @property
+    def num_classes(self) -> int:
+        """K of a class-conditional network (0: unconditional)."""
+        return int(getattr(self.net, "num_classes", 0))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, label=None) -> torch.Tensor:
         sigma = sigma_per_image(sigma, x)
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data)
         v = lambda c: c.view(-1, 1, 1, 1)  # noqa: E731
-        f = self.net(v(c_in) * x, c_noise)
+        f = self.net(v(c_in) * x, c_noise) if label is None else self.net(v(c_in) * x, c_noise, label)
         return v(c_skip) * x + v(c_out) * f.to(x.dtype)
+
+    def denoise_given(self, x: torch.Tensor, sigma, label) -> torch.Tensor:
+        """D(x, σ, c) ≈ E[x0 | x, c], the conditional half of classifier-free guidance (Ho & Salimans 2022,
+        eq. 6): ``ClassifierFreeGuidance(denoiser.denoise_given, c, w)``."""
+        if self.num_classes == 0:
+            raise ValueError("this prior is unconditional (no class labels); classifier-free guidance needs a "
+                             "class-conditional prior such as fashion_mnist_cond; use classifier guidance instead")
+        return self(x, sigma, label)

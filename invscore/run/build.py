@@ -5,6 +5,7 @@ Every input is checked here, before a run directory exists; mistakes a user can 
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -12,6 +13,11 @@ import torch
 
 from .. import io
 from ..distributed import local_world_size
+from ..priors.latent import LatentPrior
+
+#: classifier-free guidance weight w of x̂0_u + w (x̂0_c − x̂0_u) when ``--cfg-weight`` is not given
+#: (experiments/results/guidance_cfg.md compares it with classifier guidance)
+CFG_WEIGHT = 2.0
 
 __all__ = ["UserError", "positive_int", "check_settings", "configure_threads", "load_prior", "load_inputs", "build_operator", "load_guidance"]
 
@@ -113,6 +119,14 @@ def load_prior(checkpoint: str, device, task: str | None = None):
     card = net.card
     shape = (int(card["channels"]), int(card["image_size"]), int(card["image_size"]))
     trained = (card["sigma_min"], card["sigma_max"]) if "sigma_min" in card and "sigma_max" in card else None
+    if card.get("family") == "latent":
+        from ..priors.latent import load_latent_prior
+        try:
+            prior = load_latent_prior(net, card, device, where=net.source)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UserError(f"cannot load the autoencoder of latent prior {checkpoint!r}: {exc}") from None
+        prior.sigma_range = trained
+        return _check_prior(prior, card, checkpoint, device, task)
     return _check_prior(CallablePrior(net, data_shape=shape, sigma_range=trained), card, checkpoint, device, task)
 
 
@@ -124,6 +138,7 @@ def _check_prior(prior, card, checkpoint: str, device, task):
     except RuntimeError as exc:
         raise UserError(f"prior {checkpoint!r} does not run on {shape[0]}×{shape[1]}×{shape[2]} inputs, the size "
                         f"its card declares ({str(exc).splitlines()[0]}); the card does not match the weights") from None
+    shape = tuple(getattr(prior, "pixel_shape", shape))  # a latent prior is checked on the image it decodes to
     if task == "colorize" and shape[0] != 3:
         raise UserError(f"colorize needs an RGB (3-channel) prior; {checkpoint!r} has {shape[0]} channel(s). "
                         f"Shipped priors: {_shipped_summary()}; pass --prior NAME|PATH of an RGB checkpoint")
@@ -215,6 +230,18 @@ def _load_classifier(name: str, device, load_shipped):
     return load_shipped(name, device=device)
 
 
+def _free_guidance(net, g, classes: int, prior_name: str):
+    """Classifier-free guidance (Ho & Salimans 2022) of a class-conditional prior, checked at the boundary."""
+    from ..conditional import ClassifierFreeGuidance
+    k = int(g.label)
+    if not 0 <= k < classes:
+        raise UserError(f"--class must be in 0..{classes - 1} for the class-conditional prior {prior_name!r}, got {k}")
+    w = float(g.get("weight") if g.get("weight") is not None else CFG_WEIGHT)
+    if not (math.isfinite(w) and w >= 0):
+        raise UserError(f"--cfg-weight must be a finite number >= 0 (1 = the conditional model), got {w}")
+    return ClassifierFreeGuidance(net.denoise_given, k, w)
+
+
 #: the largest classifier-guidance scale measured to help (experiments/results/prior_report.md went up to 32);
 def _guidance_scale(gamma) -> float:
     """``--gamma``, checked (and warned about) once, by :func:`invscore.conditional.guided.guidance_scale`."""
@@ -225,10 +252,19 @@ def _guidance_scale(gamma) -> float:
         raise UserError(f"--gamma (guidance.gamma): {exc}; the default 16 put 91 % of samples on-class") from None
 
 
-def load_guidance(g, prior_name: str, card, device) -> list:
-    """Classifier-guidance terms for ``guidance.label`` (empty when it is null)."""
+def load_guidance(g, prior, prior_name: str, card, device) -> list:
+    """Guidance terms for ``guidance.label`` (empty when it is null): classifier-free guidance with weight
+    ``guidance.weight`` when the prior is class-conditional and no classifier is named, else classifier
+    guidance with scale ``guidance.gamma``."""
     if g.label is None:
         return []
+    if isinstance(prior, LatentPrior):
+        raise UserError(f"--class guides pixel priors; {prior_name!r} is a latent prior (its classifier would "
+                        "have to read latents): drop --class or use a pixel prior")
+    net = getattr(prior, "fn", prior)
+    classes = int(getattr(net, "num_classes", 0) or 0)
+    if classes and g.classifier is None:
+        return [_free_guidance(net, g, classes, prior_name)]
     gamma = _guidance_scale(g.gamma)
     from ..checkpoint import load_classifier, read_card, shipped
     from ..conditional import ClassifierGuidance

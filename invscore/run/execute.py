@@ -76,8 +76,8 @@ def _execute(cfg, overrides, task, sh: Shard, threads, t_start, resume=False) ->
         except ValueError as exc:
             raise UserError(f"checkpointing=true: {exc}") from None
     prior_name = str(card.get("name", cfg.prior.checkpoint))
-    shape = tuple(prior.data_shape)
-    guidance = load_guidance(cfg.guidance, prior_name, card, device)
+    shape = tuple(getattr(prior, "pixel_shape", prior.data_shape))  # the image; a latent prior samples z
+    guidance = load_guidance(cfg.guidance, prior, prior_name, card, device)
     if task != "generate":  # every input is checked before a run directory exists
         x01, names = load_inputs(cfg.data, cfg.prior, card, shape)
         op = build_operator(cfg.operator, shape, float(cfg.sigma_y), device)
@@ -159,11 +159,13 @@ def _solve_batch(b: int, cfg, prior, op, x01, guidance, device, bar, run):
     return y, res
 
 
-def _picked(cfg, op) -> tuple:
+def _picked(cfg, op, prior) -> tuple:
     """The method that runs (with its options) and its steps: the configured one, or the one ``auto`` picks
-    for ``op``; resolved once per run."""
+    for ``op`` (for a latent prior, for A ∘ 𝒟); resolved once per run."""
     from ..conditional import get_method
+    from ..priors.latent import LatentOperator, LatentPrior
     method = str(cfg.method.name)
+    op = LatentOperator(op, prior) if isinstance(prior, LatentPrior) else op
     try:
         m, steps = get_method(method, **_plain(cfg.method.get("options"))).resolve(op, int(cfg.steps))
     except (ValueError, TypeError) as exc:
@@ -177,7 +179,7 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
     merge every process's rows (in image order) and write metrics.csv and grid.png. Returns the summary
     fields on rank 0, ``None`` elsewhere."""
     k, batch, method = int(cfg.samples), int(cfg.batch), str(cfg.method.name)
-    run = _picked(cfg, op)
+    run = _picked(cfg, op, prior)
     picked, steps = run[0].name, run[1]
     mine = sh.mine(math.ceil(len(names) / batch))
     done = [{**d, "reused": True} for d in (read_batch(run_dir, b) for b in mine) if d is not None] if resume else []
@@ -188,7 +190,8 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
             y, res = _solve_batch(b, cfg, prior, op, x01, guidance, sh.device, bar, run)
             scored = score_batch(io.from_data(res.x.detach()).cpu(), x01[b * batch:(b + 1) * batch], y, op, names,
                                  b * batch, k, int(cfg.grid_rows), run_dir)
-            done.append({"batch": b, **scored, "nfe": res.nfe, "vjp": res.vjp, "seconds": res.seconds})
+            done.append({"batch": b, **scored, "nfe": res.nfe, "vjp": res.vjp, "seconds": res.seconds,
+                         "ae": [res.autoencoder_nfe, res.autoencoder_vjp]})
             write_batch(run_dir, done[-1])
     finally:
         bar.close()
@@ -199,6 +202,9 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
     return {"method": picked, **({"method_asked": method} if picked != method else {}),
             "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
             "backward_passes": max(d["vjp"] for d in done),
+            **({"autoencoder_passes": max(d.get("ae", [0, 0])[0] for d in done),
+                "autoencoder_backward": max(d.get("ae", [0, 0])[1] for d in done)}
+               if any(d.get("ae", [0])[0] for d in done) else {}),
             "sampling_seconds": sum(d["seconds"] for d in done), "n_images": len(names), "samples_per_image": k,
             "batch": batch, **write_inverse(done, run_dir, int(cfg.grid_scale), k),
             "baseline": "A⁺y (pseudo-inverse of the measurement) against the ground truth", "files": FILES,
@@ -227,7 +233,7 @@ def _sample_prior(cfg, prior, guidance, device):
             model.nfe = 0
             res = sample(model, (b, *prior.data_shape), method=sampler, steps=steps, generator=gen, device=device,
                          callback=lambda _: bar.update(1))
-            outs.append(res.x.detach())
+            outs.append(prior.decode(res.x).detach() if hasattr(prior, "decode") else res.x.detach())
     finally:
         bar.close()
     return io.from_data(torch.cat(outs)).cpu(), res.nfe, time.perf_counter() - start
@@ -238,7 +244,9 @@ def _run_generate(cfg, prior, guidance, device, run_dir: Path) -> dict[str, Any]
     n = x.shape[0]
     rows = [{"image": f"sample_{i:03d}", "sample": 0} for i in range(n)]
     extra: dict[str, Any] = {}
-    if guidance:  # how often the guiding classifier, on the clean sample, agrees with the asked class
+    if guidance and not hasattr(guidance[0], "classifier"):  # classifier-free: no classifier to ask
+        extra = {"class": guidance[0].label, "cfg_weight": guidance[0].weight}
+    elif guidance:  # how often the guiding classifier, on the clean sample, agrees with the asked class
         clf, label = guidance[0].classifier, guidance[0].label
         with torch.no_grad():
             pred = clf(io.to_data(x).to(device), torch.full((n,), 0.002, device=device)).argmax(-1).cpu()
