@@ -44,6 +44,24 @@ def random_matrix(seed: int, d: int, d_y: int = 3):
     return U @ torch.diag(torch.linspace(0.5, 1.4, d_y, dtype=torch.float64)) @ V[:, :d_y].T, g
 
 
+class IdentityAutoencoder(torch.nn.Module):
+    """𝒟 = E = identity: a latent prior over it is its pixel prior (for checks of the latent path)."""
+
+    in_channels, factor = 1, 1
+
+    def encode(self, x):
+        return x * 1.0, torch.zeros_like(x)
+
+    def decode(self, z):
+        return z * 1.0
+
+
+def identity_latent(prior):
+    """``prior`` as a :class:`LatentPrior` over the identity autoencoder."""
+    from invscore.priors.latent import LatentPrior
+    return LatentPrior(prior, IdentityAutoencoder(), latent_shape=prior.data_shape, pixel_shape=prior.data_shape)
+
+
 def inpainting_problem():
     """A stationary Gaussian prior on 1×8×8 images, a centre-box mask with σ_y = 0.05, and two measurements."""
     import operators

@@ -94,10 +94,15 @@ def test_list_priors_shows_cards_and_formats(env):
     assert not loaded
     for name in shipped():
         card = read_card(name)
-        assert f"  {name:<24} {card['kind']:<10} {card['channels']}×{card['image_size']}" in text
+        assert f"  {name:<24} {card['kind']:<11} {card['channels']}×{card['image_size']}" in text
         family = card.get("family", "score" if card["kind"] == "denoiser" else "-")
         size = f"{card['channels']}×{card['image_size']}×{card['image_size']}"
-        assert f"{size:<10} {family:<6} " in text.split(f"  {name:<24}")[1].splitlines()[0]
+        line = text.split(f"  {name:<24}")[1].splitlines()[0]
+        assert f"{size:<10} {family:<11} " in line
+        if card.get("family") == "latent":
+            assert f"with {card['autoencoder']}" in line
+        if card.get("classes"):
+            assert f"{card['classes']} classes" in line
     for spec, desc in available_formats().values():
         assert f"--prior {spec:<22} {desc}" in text
 

@@ -10,6 +10,7 @@ from invscore.samplers import sample
 from invscore.sde import VPSDE
 from invscore.stats import sliced_wasserstein
 from invscore.testing import mixture_problem, posterior_references
+from conftest import identity_latent
 
 N, K, STEPS = 300, 16, 60
 
@@ -210,7 +211,8 @@ def test_every_method_inpaints_images(method):
     op = operators.make("inpaint_random", img_size=(1, 8, 8), missing_ratio=0.7, seed=0)
     x = prior.sample(2, generator=torch.Generator().manual_seed(0))
     y = op.measure(x).repeat_interleave(B, 0)
-    res = solve(prior, op, y, method=method, steps=20, generator=torch.Generator().manual_seed(1))
+    model = identity_latent(prior) if method == "psld" else prior  # PSLD is for latent priors: 𝒟 = E = identity
+    res = solve(model, op, y, method=method, steps=20, generator=torch.Generator().manual_seed(1))
     assert res.x.shape == (2 * B, 1, 8, 8) and res.x.dtype == torch.float32 and torch.isfinite(res.x).all()
     assert res.nfe > 0 and res.seconds > 0
     # per-sample RMS misfit on the observed pixels; a sample that ignored y would be ~1.4 (two unit-variance pixels)

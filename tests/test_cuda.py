@@ -52,6 +52,9 @@ def test_every_method_on_cuda_without_per_step_syncs(fmnist, method, opts):
     if method == "smc" and opts.get("population"):
         y = y[:1].repeat_interleave(4, 0)
     kw = dict(particles=2) if method == "smc" and not opts else {}
+    if method == "psld":  # PSLD is for latent priors: the same network over the identity autoencoder
+        from conftest import identity_latent
+        prior = identity_latent(prior)
 
     def run(steps):
         return solve(prior, op, y, method=method, steps=steps, generator=torch.Generator(DEV).manual_seed(2),

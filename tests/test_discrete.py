@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from invscore.conditional import METHODS, get_method, solve
-from conftest import inpainting_problem
+from conftest import identity_latent, inpainting_problem
 from invscore.priors import Diffusion, Gaussian, NetworkPrior
 from invscore.samplers import SAMPLERS, sample, time_grid
 from invscore.sde import DiscreteVPSDE, VPSDE
@@ -210,6 +210,7 @@ def test_every_method_runs(name, grid):
     prior, op, y = inpainting_problem()
     opts = {"smc": {"particles": 3}, "mmps": {"cg_iters": 3}}.get(name, {})
     m = get_method(name, **opts)
+    prior = identity_latent(prior) if name == "psld" else prior  # PSLD is for latent priors
     res = solve(prior, op, y, method=m, steps=4, sde=DiscreteVPSDE.schedule("linear"), grid=grid,
                 generator=torch.Generator().manual_seed(2))
     run, steps = m.resolve(op, 4)  # 'auto' runs the method it picks

@@ -10,21 +10,10 @@ import operators
 from invscore.conditional import METHODS, solve
 from invscore.nets import Autoencoder, vae_loss
 from invscore.priors import GaussianMixture
-from invscore.priors.latent import LatentOperator, LatentPrior, load_latent_prior
+from invscore.priors.latent import LatentOperator, load_latent_prior
+from conftest import identity_latent
 
 D = dict(dtype=torch.float64)
-
-
-class IdentityAE(nn.Module):
-    """𝒟 = E = identity: a latent prior over it is the pixel prior."""
-
-    in_channels, factor = 1, 1
-
-    def encode(self, x):
-        return x * 1.0, torch.zeros_like(x)
-
-    def decode(self, z):
-        return z * 1.0
 
 
 def _problem(seed=0):
@@ -40,7 +29,7 @@ def _problem(seed=0):
 @pytest.mark.parametrize("method, steps", [("dps", 12), ("daps", 4)])
 def test_a_latent_prior_over_the_identity_autoencoder_is_the_pixel_prior(method, steps):
     mix, op, y = _problem()
-    lp = LatentPrior(mix, IdentityAE(), latent_shape=(1, 4, 4), pixel_shape=(1, 4, 4))
+    lp = identity_latent(mix)
     r_lat = solve(lp, op, y, method=method, steps=steps, generator=torch.Generator().manual_seed(5))
     r_pix = solve(mix, op, y, method=method, steps=steps, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(r_lat.x, r_pix.x, rtol=1e-10, atol=1e-10)
@@ -51,7 +40,7 @@ def test_a_latent_prior_over_the_identity_autoencoder_is_the_pixel_prior(method,
 
 def test_psld_without_gluing_is_latent_dps_and_its_gluing_term_counts_the_encoder():
     mix, op, y = _problem(1)
-    lp = LatentPrior(mix, IdentityAE(), latent_shape=(1, 4, 4), pixel_shape=(1, 4, 4))
+    lp = identity_latent(mix)
     g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
     dps = solve(lp, op, y, method="dps", steps=10, generator=g())
     plain = solve(lp, op, y, method="psld", steps=10, generator=g(), gamma=0.0)
@@ -66,7 +55,7 @@ def test_psld_refuses_a_pixel_prior_and_a_nonlinear_image_operator():
     mix, op, y = _problem()
     with pytest.raises(TypeError, match="needs a latent prior"):
         solve(mix, op, y, method="psld", steps=3)
-    lp = LatentPrior(mix, IdentityAE(), latent_shape=(1, 4, 4), pixel_shape=(1, 4, 4))
+    lp = identity_latent(mix)
     square = operators.FunctionOperator(lambda x: x ** 2, (1, 4, 4))
     with pytest.raises(TypeError, match="linear image operator"):
         solve(lp, square, square(y.new_ones(1, 1, 4, 4)), method="psld", steps=3)
@@ -76,7 +65,7 @@ def test_psld_refuses_a_pixel_prior_and_a_nonlinear_image_operator():
 
 def test_an_operator_of_the_wrong_image_size_is_refused_in_one_line():
     mix, _, _ = _problem()
-    lp = LatentPrior(mix, IdentityAE(), latent_shape=(1, 4, 4), pixel_shape=(1, 4, 4))
+    lp = identity_latent(mix)
     big = operators.Mask(torch.ones(1, 8, 8), channels=1)
     with pytest.raises(ValueError, match=r"takes \(1, 8, 8\) images but the latent prior decodes to \(1, 4, 4\)"):
         solve(lp, big, torch.zeros(1, 1, 8, 8), method="dps", steps=2)

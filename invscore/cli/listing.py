@@ -12,7 +12,7 @@ __all__ = ["listing", "priors_rows", "methods_rows", "operators_rows", "samplers
 
 
 def priors_rows() -> list[str]:
-    """The shipped checkpoints by their model cards (kind, size, family: score, flow or consistency; training steps), the shipped test-image sets and the registered formats."""
+    """The shipped checkpoints by their model cards (kind, size, family: score, flow, consistency, latent or autoencoder; training steps; a latent prior's autoencoder, a conditional prior's classes), the shipped test-image sets and the registered formats."""
     from ..checkpoint import read_card, shipped
     from ..data.assets import shipped_test_sets
     rows = []
@@ -24,9 +24,13 @@ def priors_rows() -> list[str]:
             continue
         size = f"{card.get('channels')}×{card.get('image_size')}×{card.get('image_size')}"
         extra = f"steps {card['steps']}" if "steps" in card else ""
+        if card.get("family") == "latent":
+            extra += f"; decodes to {'×'.join(map(str, card.get('pixel_shape', [])))} with {card.get('autoencoder')}"
+        if card.get("classes"):
+            extra += f"; {card['classes']} classes (classifier-free guidance: --class K --cfg-weight W)"
         kind = card.get("kind", "?")
         family = card.get("family", "score" if kind == "denoiser" else "-")  # cards before families were score
-        rows.append(f"  {name:<24} {kind:<10} {size:<10} {family:<6} {extra}")
+        rows.append(f"  {name:<24} {kind:<11} {size:<10} {family:<11} {extra}")
     if not rows:
         rows.append("  (none shipped yet: pass --prior PATH to a .safetensors checkpoint, "
                     "or train one with `python -m invscore train`)")
