@@ -116,6 +116,8 @@ def run(args) -> dict:
                 "latent_shape": list(ae.latent_shape(size)), "latent_scale": float(ae.latent_scale),
                 "data": {"name": args.data, "split": "train", "n_images": int(x.shape[0])},
                 "steps": steps, "training_time_s": round(secs, 1), "beta_kl": args.beta,
+                "hyperparameters": {"batch": 64, "lr": 1e-3, "schedule": "cosine over the time budget", "adam": True,
+                                    "seed": args.seed, "vae_minutes": args.vae_minutes},
                 "parameters": sum(p.numel() for p in ae.parameters()),
                 "eval_test_reconstruction_psnr_db": round(psnr_db(ae(xt), xt), 2)}
     ckpt.save_model(ae, out / "vae.safetensors", vae_card)
@@ -152,7 +154,7 @@ def ship(out: str | Path, name: str) -> list[Path]:
         if suffix == "latent":
             card["autoencoder"] = f"{name}_vae"
             shutil.copyfile(out / "samples.png", ckpt.ASSETS / f"{name}_latent_samples.png")
-            card["sample_grid"] = f"{name}_latent_samples.png: " + card["sample_grid"].split(": ", 1)[-1]
+            card["sample_grid"] = f"{name}_latent_samples.png" + card["sample_grid"].removeprefix("samples.png")
         ckpt.card_path(d).write_text(json.dumps(card, indent=2, default=str) + "\n")
         dst.append(d)
     return dst

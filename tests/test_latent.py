@@ -10,7 +10,7 @@ import operators
 from invscore.conditional import METHODS, solve
 from invscore.nets import Autoencoder, vae_loss
 from invscore.priors import GaussianMixture
-from invscore.priors.latent import LatentOperator, load_latent_prior
+from invscore.priors.latent import LatentOperator, LatentPrior, load_latent_prior
 from conftest import identity_latent
 
 D = dict(dtype=torch.float64)
@@ -136,3 +136,17 @@ def test_the_shipped_latent_prior_runs_from_the_cli(tmp_path, capsys):
     assert "needs an operator with an SVD" in capsys.readouterr().err
     assert main(["generate", "--prior", "fashion_mnist_latent", "--steps", "3", "--n", "2", "--quiet",
                  "--out", str(tmp_path / "g")]) == 0
+
+
+def test_a_latent_prior_freezes_its_networks_and_checks_latent_shapes():
+    from invscore.nets import EDMDenoiser, UNet
+    lp = LatentPrior(EDMDenoiser(UNet(4, channels=(8, 8), num_res_blocks=1)), Autoencoder(1, 4, (8, 8, 8)),
+                     latent_shape=(4, 8, 8))
+    lp.train()
+    assert lp.pixel_shape == (1, 32, 32) and not lp.training and not lp.autoencoder.training
+    assert not any(p.requires_grad for p in lp.parameters())
+    z = torch.zeros(1, 4, 8, 8, requires_grad=True)
+    lp.decode(z).sum().backward()  # gradients reach the latent, not the weights
+    assert z.grad is not None and all(p.grad is None for p in lp.parameters())
+    with pytest.raises(ValueError, match="expected \\(B, 4, 8, 8\\)"):
+        lp.check_input(torch.zeros(1, 1, 32, 32))
