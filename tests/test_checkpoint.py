@@ -109,16 +109,26 @@ def test_shipped_checkpoints_load():
         pytest.skip("no checkpoint shipped yet in invscore/assets")
     for name, path in names.items():
         card = ckpt.read_card(name)
-        assert path.stat().st_size < 10 * 2 ** 20 and card["noise_convention"] == "edm-ve-sigma"
+        assert path.stat().st_size < 10 * 2 ** 20
+        data = card.get("data", {}).get("name")
+        if card["kind"] == "autoencoder":  # reconstructs the held-out images: PSNR of 𝒟(E(x)) above 20 dB
+            x = 2 * assets.test_images(data) - 1
+            with torch.no_grad():
+                mse = (ckpt.load_autoencoder(name)(x).clamp(-1, 1) - x).pow(2).mean()
+            assert float(10 * torch.log10(4 / mse)) > 20, name
+            continue
+        assert card["noise_convention"] == "edm-ve-sigma"
         loader = ckpt.load_classifier if card["kind"] == "classifier" else ckpt.load_denoiser
         m = loader(name)
-        data = card.get("data", {}).get("name")
         if data not in assets.shipped_test_sets():  # nothing to judge it on: it loads and runs
             x = torch.zeros(2, card["channels"], card["image_size"], card["image_size"])
             assert torch.isfinite(m(x, torch.tensor([0.5, 5.0]))).all()
             continue
         files = sorted((assets.ROOT / data).glob("*.png"))
         x = 2 * assets.test_images(data) - 1
+        if card.get("family") == "latent":  # a latent prior is judged on the latents of the images
+            with torch.no_grad():
+                x = ckpt.load_autoencoder(card["autoencoder"]).encode(x)[0]
         n = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
         assert x.shape[1:] == (card["channels"], card["image_size"], card["image_size"])
         with torch.no_grad():
