@@ -65,21 +65,20 @@ class LatentOperator(Operator):
         self.vjp += 1
         return grad
 
+    def _counted(self, fn, v: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        out = fn(v)
+        if out.requires_grad:
+            out.register_hook(self._count_vjp)
+        return out
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """𝒟(z), counted."""
-        self.nfe += 1
-        x = self.prior.decode(z)
-        if x.requires_grad:
-            x.register_hook(self._count_vjp)
-        return x
+        return self._counted(self.prior.decode, z)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """E(x), counted."""
-        self.nfe += 1
-        z = self.prior.encode(x)
-        if z.requires_grad:
-            z.register_hook(self._count_vjp)
-        return z
+        return self._counted(self.prior.encode, x)
 
     def _A(self, z: torch.Tensor) -> torch.Tensor:
         return self.pixel_op._A(self.decode(z))
