@@ -226,11 +226,9 @@ def _loss(args, model: nn.Module, x: torch.Tensor, y, gen: torch.Generator) -> t
         return classifier_loss(model, x0, y[idx], sigma, noise)
     if args.objective == "flow":
         return flow_matching_loss(model, x0, sigma / (1 + sigma), noise)  # t = σ/(1+σ): the same noise level
-    label = None
-    if args.conditional:  # Ho & Salimans 2022, Algorithm 1: drop the label with probability p_uncond
-        drop = torch.rand(args.batch, generator=gen) < args.label_drop
-        label = torch.where(drop, torch.full_like(y[idx], -1), y[idx])
-    return edm_loss(model, x0, sigma, noise, label)
+    # Ho & Salimans 2022, Algorithm 1: a conditional prior sees the dropped label (−1) with probability p_uncond
+    drop = torch.rand(args.batch, generator=gen) < args.label_drop if args.conditional else None
+    return edm_loss(model, x0, sigma, noise, None if drop is None else torch.where(drop, -1, y[idx]))
 
 
 def _optimise(args, model: nn.Module, opt, loss: torch.Tensor, step: int) -> None:
