@@ -89,3 +89,31 @@ def test_class_on_a_conditional_prior_is_classifier_free_guidance_from_the_cli(t
     assert "--cfg-weight must be" in capsys.readouterr().err
     assert main(["inpaint", "--mask", "center", "--prior", "fashion_mnist_cond", "--class", "1", "--method", "pigdm",
                  "--steps", "3", "--n", "1", "--quiet", "--out", str(tmp_path / "i")]) == 0
+
+
+def test_exact_classifier_guidance_and_classifier_free_guidance_agree_on_a_mixture():
+    """For a two-class Gaussian mixture with class = component, γ = 1 guidance by the exact noisy classifier
+    p_σ(c | x) and w = 1 classifier-free guidance by the exact conditional denoiser are both the conditional
+    model's Tweedie estimate (Dhariwal & Nichol 2021, eq. 12; Ho & Salimans 2022, eq. 6): the two terms agree."""
+    from invscore.conditional import ClassifierFreeGuidance, ClassifierGuidance, Guided
+    from invscore.priors import CallablePrior, Diffusion, GaussianMixture
+    from invscore.sde import VPSDE
+    d = dict(dtype=torch.float64)
+    w, mu, var = torch.tensor([0.3, 0.7], **d), torch.tensor([[1.0, -0.5, 0.2], [-1.0, 0.4, 0.0]], **d), torch.tensor([0.2, 0.5], **d)
+    mix = GaussianMixture(w, mu, var)
+
+    def cond(x, sigma, c):  # E[x0 | x, c] of N(μ_c, v_c I) under VE noise σ
+        v, s2 = var[c], sigma.view(-1, 1) ** 2
+        return mu[c] + v / (v + s2) * (x - mu[c])
+
+    def clf(x, sigma):  # log p_σ(c | x) up to a constant: log w_c + log N(x; μ_c, (v_c + σ²) I)
+        s2 = var[None] + sigma.view(-1, 1) ** 2
+        return w.log()[None] - 0.5 * ((x[:, None] - mu[None]) ** 2).sum(-1) / s2 - 1.5 * s2.log()
+
+    base = Diffusion(CallablePrior(mix.denoise), VPSDE())
+    x, t = torch.randn(5, 3, generator=torch.Generator().manual_seed(3), **d), torch.tensor(0.35, **d)
+    target = Diffusion(CallablePrior(lambda v, s: cond(v, s, 1)), VPSDE()).x0(x, t)
+    x_cg = Guided(base, [ClassifierGuidance(clf, 1, 1.0)]).x0(x.requires_grad_(True), t)
+    x_cfg = Guided(base, [ClassifierFreeGuidance(cond, 1, 1.0)]).x0(x.detach(), t)
+    torch.testing.assert_close(x_cg.detach(), target, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(x_cfg, target, rtol=1e-9, atol=1e-9)
