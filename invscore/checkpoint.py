@@ -153,6 +153,10 @@ def _load(path_or_name, kind: str, device) -> nn.Module:
 
     path = _resolve(path_or_name)
     card = read_card(path)
+    if card.get("kind") == "autoencoder" and kind == "denoiser":
+        users = [n for n in shipped() if read_card(n).get("autoencoder") == path.stem]
+        raise ValueError(f"{path.name} is an autoencoder, the first stage of a latent prior, not a prior itself; "
+                         f"use the latent prior that names it{' (' + ', '.join(users) + ')' if users else ''}")
     if card.get("kind") != kind:
         raise ValueError(f"{path} holds a {card.get('kind')!r}, not a {kind!r}; "
                          f"use load_{card.get('kind')}() or pick another checkpoint")

@@ -136,6 +136,9 @@ def test_the_shipped_latent_prior_runs_from_the_cli(tmp_path, capsys):
     assert "needs an operator with an SVD" in capsys.readouterr().err
     assert main(["generate", "--prior", "fashion_mnist_latent", "--steps", "3", "--n", "2", "--quiet",
                  "--out", str(tmp_path / "g")]) == 0
+    assert main(["inpaint", "--prior", "fashion_mnist_vae", "--quiet", "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "is an autoencoder" in err and "(fashion_mnist_latent)" in err
 
 
 def test_a_latent_prior_freezes_its_networks_and_checks_latent_shapes():
