@@ -15,8 +15,9 @@ from .. import io
 from ..distributed import local_world_size
 from ..priors.latent import LatentPrior
 
-#: classifier-free guidance weight w of x̂0_u + w (x̂0_c − x̂0_u) when ``--cfg-weight`` is not given
-#: (experiments/results/guidance_cfg.md compares it with classifier guidance)
+#: classifier-free guidance weight w of x̂0_u + w (x̂0_c − x̂0_u) when ``--cfg-weight`` is not given: in
+#: experiments/results/guidance_cfg.md (shipped fashion_mnist_cond, DDIM 50) w = 2 put 96.9 % of samples on-class with
+#: the lowest FD of w ∈ {1, 2, 4} (22.4; 57.0 at w = 4)
 CFG_WEIGHT = 2.0
 
 __all__ = ["UserError", "positive_int", "check_settings", "configure_threads", "load_prior", "load_inputs", "build_operator", "load_guidance"]
