@@ -57,12 +57,6 @@ def encode_all(ae: Autoencoder, x: torch.Tensor, batch: int = 512) -> torch.Tens
     return torch.cat([ae.encode(x[i:i + batch])[0] for i in range(0, x.shape[0], batch)])
 
 
-def psnr_db(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of 10 log10(4 / MSE) for images in [-1, 1] (peak-to-peak 2)."""
-    mse = (a.clamp(-1, 1) - b).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return float((10 * torch.log10(4.0 / mse)).mean())
-
-
 def parser() -> argparse.ArgumentParser:
     """Command-line options (see module docstring)."""
     p = argparse.ArgumentParser(prog="python -m invscore.latent_training", description=__doc__,
@@ -71,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--vae-minutes", type=float, default=12.0)
     p.add_argument("--vae-steps", type=int, default=100000)
+    p.add_argument("--vae-batch", type=int, default=64)
+    p.add_argument("--vae-lr", type=float, default=1e-3, help="the autoencoder's Adam learning rate (cosine decay)")
     p.add_argument("--beta", type=float, default=1e-3, help="KL weight of the autoencoder's loss")
     p.add_argument("--latent-channels", type=int, default=4)
     p.add_argument("--vae-channels", default="16,32,64", help="widths of the autoencoder's levels (f = 2^(levels-1))")
@@ -98,6 +94,8 @@ def run(args) -> dict:
     """Both stages and their held-out evaluation; returns the summary written to OUT/summary.json."""
     from torchvision.utils import save_image
     from .data import load
+    from .io import from_data
+    from .metrics import psnr
     from .training import heun_preview
     from .training_eval import evaluate_denoiser
     torch.set_num_threads(args.threads)
@@ -106,8 +104,8 @@ def run(args) -> dict:
     x = load(args.data, "train", n=args.n_train)[0] * 2 - 1
     xt = load(args.data, "test", n=512)[0] * 2 - 1
     chans = [int(c) for c in args.vae_channels.split(",")]
-    ae, steps, secs = train_autoencoder(x, args.vae_minutes, args.vae_steps, beta=args.beta, channels=chans,
-                                        latent_channels=args.latent_channels, seed=args.seed)
+    ae, steps, secs = train_autoencoder(x, args.vae_minutes, args.vae_steps, args.vae_batch, args.vae_lr, args.beta,
+                                        chans, args.latent_channels, args.seed)
     size = int(x.shape[-1])
     vae_card = {"name": f"{args.data}_vae", "kind": "autoencoder", "family": "autoencoder",
                 "arch": {"name": "autoencoder", "kwargs": {"in_channels": int(x.shape[1]), "latent_channels":
@@ -116,10 +114,10 @@ def run(args) -> dict:
                 "latent_shape": list(ae.latent_shape(size)), "latent_scale": float(ae.latent_scale),
                 "data": {"name": args.data, "split": "train", "n_images": int(x.shape[0])},
                 "steps": steps, "training_time_s": round(secs, 1), "beta_kl": args.beta,
-                "hyperparameters": {"batch": 64, "lr": 1e-3, "schedule": "cosine over the time budget", "adam": True,
-                                    "seed": args.seed, "vae_minutes": args.vae_minutes},
+                "hyperparameters": {"batch": args.vae_batch, "lr": args.vae_lr, "schedule": "cosine over the time budget",
+                                    "adam": True, "seed": args.seed, "vae_minutes": args.vae_minutes},
                 "parameters": sum(p.numel() for p in ae.parameters()),
-                "eval_test_reconstruction_psnr_db": round(psnr_db(ae(xt), xt), 2)}
+                "eval_test_reconstruction_psnr_db": round(float(psnr(from_data(ae(xt)).clamp(0, 1), from_data(xt)).mean()), 2)}
     ckpt.save_model(ae, out / "vae.safetensors", vae_card)
     z, zt = encode_all(ae, x), encode_all(ae, xt)
     t0 = time.perf_counter()

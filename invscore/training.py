@@ -363,7 +363,7 @@ def ship(run_dir: str | Path, name: str, notes: dict[str, Any] | None = None) ->
     card["name"] = name
     if (run_dir / "samples.png").exists():
         shutil.copyfile(run_dir / "samples.png", ckpt.ASSETS / f"{name}_samples.png")
-        card["sample_grid"] = f"{name}_samples.png: " + card.get("sample_grid", "").split(": ", 1)[-1]
+        card["sample_grid"] = f"{name}_samples.png" + card.get("sample_grid", "").removeprefix("samples.png")
     card.update(notes or {})
     ckpt.card_path(dst).write_text(json.dumps(card, indent=2, default=str) + "\n")
     return dst

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import torch
 
-from .guided import Term
-from .measurement import _keep
+from .measurement import DPS, _keep
 from .methods import Method, register_method
 
 __all__ = ["PSLD", "PSLDMethod"]
 
 
-class PSLD(Term):
+class PSLD(DPS):
     """The PSLD correction above for a :class:`~invscore.priors.latent.LatentOperator` ``op`` whose image
-    operator is linear (A⁺ is its pseudo-inverse); ``zeta`` as in :class:`DPS`, ``gamma`` the gluing weight."""
-
-    needs_grad = True
+    operator is linear (A⁺ is its pseudo-inverse); ``zeta`` and the step after each move as in :class:`DPS`,
+    ``gamma`` the gluing weight."""
 
     def __init__(self, op, y, zeta: float = 1.0, gamma: float = 0.1):
-        op.check_output(y)
-        self.op, self.y, self.zeta, self.gamma, self._corr = op, y, float(zeta), float(gamma), None
+        super().__init__(op, y, zeta)
+        self.gamma = float(gamma)
 
     def score(self, x, t, x0, model):
         a = self.op.pixel_op
@@ -40,15 +38,8 @@ class PSLD(Term):
             target = a._A_pinv(self.y) + xdec - a._A_pinv(a._A(xdec))
             g = (x0 - self.op.encode(target)).flatten(1).pow(2).sum(1)
             loss = loss + self.gamma * g / g.detach().sqrt().clamp_min(1e-12)
-        grad = torch.autograd.grad(loss.sum(), x, retain_graph=_keep(model, self))[0]
-        self._corr = -grad
+        self._corr = -torch.autograd.grad(loss.sum(), x, retain_graph=_keep(model, self))[0]
         return None
-
-    def post(self, x, t, generator=None, final=False, model=None):
-        if self._corr is None:
-            return x
-        x, self._corr = x + self._corr.to(x.dtype), None
-        return x
 
 
 @register_method

@@ -121,7 +121,9 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "auto", steps
     ``sigma_y``: overrides the noise level the method assumes (by default the operator's noise model's).
     ``steps``/``grid``: default the method's ('uniform', or 'edm' = Karras et al. 2022, eq. 5).
     ``guidance``: extra terms, e.g. ``[ClassifierGuidance(clf, 3, gamma)]`` to inpaint *as* class 3. The
-    prior's sample shape must be the operator's input shape. Returns samples, NFE per image, wall time.
+    prior's sample shape must be the operator's input shape; a :class:`~invscore.priors.latent.LatentPrior`
+    samples latents z for ``y = A(𝒟(z)) + n`` (the method sees A ∘ 𝒟) and returns 𝒟(z), with z in
+    ``latent``. Returns samples, NFE per image, wall time.
     """
     model = _diffusion(prior, sde)
     latent = model.prior if isinstance(model.prior, LatentPrior) else None

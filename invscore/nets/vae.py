@@ -15,6 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..sde import randn_like
 from .unet import _groups
 
 
@@ -89,7 +90,7 @@ def vae_loss(ae: Autoencoder, x: torch.Tensor, generator: torch.Generator | None
     Returns (loss, reconstruction MSE)."""
     mu, logvar = ae.encoder(x).chunk(2, dim=1)
     logvar = logvar.clamp(-30.0, 20.0)
-    z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
+    z = mu + (0.5 * logvar).exp() * randn_like(mu, generator)
     rec = F.mse_loss(ae.decoder(z), x)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
     return rec + beta * kl, rec
