@@ -34,15 +34,12 @@ from . import checkpoint as ckpt
 from .nets import build
 from .nets.classifier import classifier_loss
 from .nets.flow import flow_matching_loss
-from .priors import CallablePrior, Diffusion
-from .samplers import sample_heun, time_grid
-from .sde import EDMSDE
+from .training_eval import heun_preview  # noqa: F401 - re-exported: tests and latent_training use it
 
 #: objective -> (P_mean, P_std) of ln σ: EDM's Table 1, and for flow the logit-normal t of Esser et al. 2024
 #: (SD3, eq. 19, m = 0, s = 1), which is the same law since logit(t) = ln σ on the straight path
 OBJECTIVES = {"edm": (-1.2, 1.2), "flow": (0.0, 1.0)}
 _P_HELP = ", ".join(f"{k} {v[0]:g}/{v[1]:g}" for k, v in OBJECTIVES.items())
-EVAL_SIGMAS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
 
 
 def sample_sigma(n: int, generator: torch.Generator, p_mean: float = -1.2, p_std: float = 1.2,
@@ -94,24 +91,6 @@ class EMA:
                 e.copy_(p)
 
 
-@torch.no_grad()
-def heun_preview(denoiser: nn.Module, shape, steps: int = 18, sigma_min: float = 0.002,
-                 sigma_max: float = 80.0, rho: float = 7.0, generator: torch.Generator | None = None,
-                 terms=()) -> torch.Tensor:
-    """EDM's deterministic sampler (Karras et al. 2022, Algorithm 1) through invscore.samplers: Heun on
-    the probability-flow ODE ``dx/dσ = (x − D(x; σ))/σ`` of σ(t) = t (:class:`~invscore.sde.EDMSDE`) over
-    ``steps`` noise levels σ_i = (σ_max^{1/ρ} + i/(steps−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (eq. 5), then the
-    last Euler step to σ = 0 (2·steps − 1 NFE); float64 state, float32 network and result (data space).
-    ``terms``: conditional terms (e.g. a Projection) applied after each step."""
-    from .conditional.guided import Guided
-    sde = EDMSDE(sigma_min, sigma_max)
-    model = Diffusion(CallablePrior(lambda x, s: denoiser(x.float(), s.float()).double()), sde)
-    model = Guided(model, terms) if terms else model
-    x = sde.prior_sampling(shape, generator=generator, dtype=torch.float64)
-    ts = time_grid(sde, steps - 1, "edm", rho=rho)
-    return sample_heun(model, x, ts, generator=generator, denoise=True).x.float()
-
-
 def make_model(args) -> tuple[nn.Module, dict[str, Any]]:
     """Build the network named by args (kind, channels) and return it with its rebuild config."""
     chans = [int(c) for c in args.channels.split(",")]
@@ -158,6 +137,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--warmup", type=int, default=200, help="linear learning-rate warm-up steps")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="after warm-up: constant, or cosine decay to 0 at --steps (Loshchilov & Hutter 2017)")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="start from a checkpoint's weights (shipped name or .safetensors) instead of random ones")
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--sigma-data", type=float, default=0.5)
@@ -231,10 +214,19 @@ def _loss(args, model: nn.Module, x: torch.Tensor, y, gen: torch.Generator) -> t
     return edm_loss(model, x0, sigma, noise, None if drop is None else torch.where(drop, -1, y[idx]))
 
 
+def learning_rate(args, step: int) -> float:
+    """lr_k = lr·min(1, (k+1)/warmup), times ½(1 + cos(π k/K)) with K = --steps under the cosine schedule
+    (SGDR, Loshchilov & Hutter 2017, eq. 5, one cycle, η_min = 0)."""
+    lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+    if getattr(args, "lr_schedule", "constant") == "cosine":
+        lr *= 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / max(1, args.steps)))
+    return lr
+
+
 def _optimise(args, model: nn.Module, opt, loss: torch.Tensor, step: int) -> None:
-    """Adam step with linear warm-up lr_k = lr·min(1, (k+1)/warmup) and global-norm gradient clipping."""
+    """Adam step at :func:`learning_rate` with global-norm gradient clipping."""
     for g in opt.param_groups:
-        g["lr"] = args.lr * min(1.0, (step + 1) / max(1, args.warmup))
+        g["lr"] = learning_rate(args, step)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if args.grad_clip > 0:
@@ -265,8 +257,20 @@ def _setup(args, data):
         # Seeded initialisation without touching the caller's global RNG stream.
         torch.manual_seed(args.seed)
         model, cfg = make_model(args)
+    if getattr(args, "init", None):
+        _init_from(model, cfg, args.init)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     return out, x, y, model, cfg, opt, torch.Generator().manual_seed(args.seed), EMA(model, args.ema)
+
+
+def _init_from(model: nn.Module, cfg: dict, source: str) -> None:
+    """Copy a checkpoint's weights into the freshly built network (fine-tuning); its arch must be the run's."""
+    card = ckpt.read_card(source)
+    if card.get("arch") != json.loads(json.dumps(cfg)):
+        raise ValueError(f"--init {source}: its arch {card.get('arch')} differs from this run's {cfg}; "
+                         "pass the flags that rebuild it (see the card's hyperparameters)")
+    loaded = ckpt.load_denoiser(source) if card.get("kind") == "denoiser" else ckpt.load_classifier(source)
+    model.load_state_dict(loaded.state_dict())
 
 
 def train(args, data=None) -> dict[str, Any]:

@@ -5,9 +5,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .training import EVAL_SIGMAS, heun_preview
+from .priors import CallablePrior, Diffusion
+from .samplers import sample_heun, time_grid
+from .sde import EDMSDE
 
-__all__ = ["evaluate_denoiser", "evaluate_classifier", "evaluate_inpainting"]
+__all__ = ["evaluate_denoiser", "evaluate_classifier", "evaluate_inpainting", "heun_preview", "EVAL_SIGMAS"]
+
+EVAL_SIGMAS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
+
+
+@torch.no_grad()
+def heun_preview(denoiser: nn.Module, shape, steps: int = 18, sigma_min: float = 0.002,
+                 sigma_max: float = 80.0, rho: float = 7.0, generator: torch.Generator | None = None,
+                 terms=()) -> torch.Tensor:
+    """EDM's deterministic sampler (Karras et al. 2022, Algorithm 1) through invscore.samplers: Heun on
+    the probability-flow ODE ``dx/dσ = (x − D(x; σ))/σ`` of σ(t) = t (:class:`~invscore.sde.EDMSDE`) over
+    ``steps`` noise levels σ_i = (σ_max^{1/ρ} + i/(steps−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ (eq. 5), then the
+    last Euler step to σ = 0 (2·steps − 1 NFE); float64 state, float32 network and result (data space).
+    ``terms``: conditional terms (e.g. a Projection) applied after each step."""
+    from .conditional.guided import Guided
+    sde = EDMSDE(sigma_min, sigma_max)
+    model = Diffusion(CallablePrior(lambda x, s: denoiser(x.float(), s.float()).double()), sde)
+    model = Guided(model, terms) if terms else model
+    x = sde.prior_sampling(shape, generator=generator, dtype=torch.float64)
+    ts = time_grid(sde, steps - 1, "edm", rho=rho)
+    return sample_heun(model, x, ts, generator=generator, denoise=True).x.float()
 
 
 def _by_sigma(x_test: torch.Tensor, seed: int, score) -> dict[str, float]:

@@ -25,7 +25,7 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: no task at their defaults. Kinds without a table fall back to ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
     "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
-    "deblur": [(1, "pigdm", 10), (20, "ddrm", 50)],
+    "deblur": [(1, "ddrm", 100)],
     "superres": [(1, "mmps", 20), (50, "ddrm", 100), (100, "pnpflow", 20)],
     "colorize": [(1, "mmps", 20), (100, "dps", 100)],
     "svd": [(1, "ddrm", 50)],

@@ -120,6 +120,15 @@ class DDRMCorrection(_SpectralTerm):
         self.unmeasured, self.nu_max = unmeasured, float(nu_max)
         self.eta, self.eta_b, self._x0, self._xt, self._t = float(eta), float(eta_b), None, None, None
 
+    def initial(self, x, t, model, generator=None):
+        """DDRM's start at noise ratio r_T (Kawar et al. 2022, eq. 7–8 at t = T): z_i = ȳ_i + sqrt(r_T² − ν_i²) ε_i
+        where measured (the deviation clamped at 0), z_i = r_T ε_i elsewhere; returns x_T = α_T V z."""
+        sde = model.sde
+        a, r = sde.alpha(t), per_sample(sde.ratio(t), x)[:, None]
+        z = r * _spectral_noise(self.op, x, generator)
+        head = self.ybar + torch.sqrt((r**2 - self.nu**2).clamp_min(0)) * z[:, :self.R] / r
+        return self._rebuild(z, head, a, x)
+
     def score(self, x, t, x0, model):
         self._x0, self._xt, self._t = x0.detach(), x.detach(), t
         return None

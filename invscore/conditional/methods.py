@@ -81,6 +81,10 @@ class Method:
         """Network evaluations per image for ``steps`` steps (default: the method's)."""
         return self.cost().nfe * int(self.steps if steps is None else steps)
 
+    def start_ratio(self, prior) -> float | None:
+        """The noise-to-signal ratio σ/α the sampling grid starts at for ``prior`` (None: the SDE's T)."""
+        return None
+
     @classmethod
     def accepts(cls, operator) -> bool:
         """Whether the method takes ``operator``: by default, whether it is the class :data:`NEEDS` names."""
@@ -187,15 +191,43 @@ class DDRMMethod(_DDIMMethod):
     noise that made FFT deblurring worse with more steps: on the tasks table's 8 curve images (3 seeds) PSNR at
     20 / 50 / 100 steps went from 22.08 / 22.31 / 21.87 to 21.98 / 22.53 / 22.73 dB. η = 0.95 measured
     0.1–0.5 dB higher on those (scored) images, so it is not the default: tuning there would not be honest.
+
+    ``r_max = 2`` starts at noise ratio σ/α = 2 × the prior's ``data_scale`` (2 for [-1, 1] images) from
+    DDRM's own initialisation (:meth:`DDRMCorrection.initial`: ȳ plus noise where measured) instead of at the
+    SDE's prior (σ/α ≈ 152 for VP), so no step is spent where the state is noise on every coordinate —
+    deepinv's DDRM starts at the same level (σ = 1 in its [0, 1] units). Measured on 16 held-out test images the tasks table does not score
+    (200–215, 4 tasks, one seed), against ``r_max=None``: +0.5 / +0.3 dB at 20 / 50 steps on FFT deblurring,
+    +0.8 / +0.4 on ×4 SR, +0.4 / +1.1 on the centre box and +1.7 / +0.6 on 70 % random inpainting, with
+    lower LPIPS on all; at 10 steps +0.7 (deblur), +0.5 (SR), +1.9 (random), −0.2 dB (centre).
     """
 
     name, needs, steps = "ddrm", "svd", 50
     description = "DDRM: spectral DDIM with eta, eta_b (SVD operators)"
-    defaults = {"eta": 0.85, "eta_b": 1.0, "nu_max": 2.0}
+    defaults = {"eta": 0.85, "eta_b": 1.0, "nu_max": 2.0, "r_max": 2.0}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        r = self.options["r_max"]
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0):
+            raise ValueError(f"ddrm's r_max is the noise level σ/α it starts at, in units of the prior's data scale "
+                             f"(> 0; None: the SDE's largest), got {r!r}")
+
+    def start_ratio(self, prior):
+        r = self.options["r_max"]
+        return None if r is None else r * getattr(prior, "data_scale", 1.0)
 
     def terms(self, op, y, sigma_y):
         o = self.options
         return [DDRMCorrection(op, y, sigma_y, eta=o["eta"], eta_b=o["eta_b"], nu_max=o["nu_max"])]
+
+    def run(self, model, op, y, ts, sigma_y, guidance=(), generator=None, **kw):
+        """DDIM(η) with the DDRM correction from DDRM's initialisation at ``ts[0]`` (Kawar et al. 2022, eq. 7–8
+        at t = T): x̄_T = V z with z_i ~ N(ȳ_i, r_T² − ν_i²) where measured, N(0, r_T²) elsewhere."""
+        shape = (y.shape[0], *op.input_shape)
+        x = model.sde.prior_sampling(shape, generator=generator, device=y.device, dtype=y.dtype)
+        terms = self.terms(op, y, sigma_y)
+        x = terms[0].initial(x, ts[0], model, generator)
+        return self.sample(Guided(model, [*terms, *guidance]), x, ts, generator=generator, **kw)
 
 
 @register_method

@@ -134,7 +134,7 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "auto", steps
     _check(m, operator, y, guidance)
     sigma_y = operator.noise_std(sigma_y)
     _check_prior(model, operator, y)
-    ts = time_grid(model.sde, steps, grid or m.grid, device=y.device, dtype=y.dtype)
+    ts = time_grid(model.sde, steps, grid or m.grid, device=y.device, dtype=y.dtype, r_max=m.start_ratio(model.prior))
     vjp0, start = model.vjp, time.perf_counter()
     try:
         res = m.run(model, operator, y, ts, sigma_y, guidance=guidance, generator=generator, callback=callback,

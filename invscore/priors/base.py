@@ -45,6 +45,12 @@ class Prior(nn.Module):
     #: :func:`~invscore.conditional.solve` warns when the sampling SDE goes far beyond it.
     sigma_range: tuple | None = None
 
+    @property
+    def data_scale(self) -> float:
+        """The data's scale in state units: 1 for images in [-1, 1] (invscore's convention); analytic priors
+        return sqrt(max_i E[x_i²]). Samplers that start below the SDE's prior (DDRM's ``r_max``) scale with it."""
+        return 1.0
+
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 

@@ -80,6 +80,13 @@ class GaussianMixture(Prior):
     def dim(self) -> int:
         return self.means.shape[1]
 
+    @property
+    def data_scale(self) -> float:
+        """sqrt(max_i E[x_i²]) with E[x_i²] = Σ_k w_k (μ_ki² + (C_k)_ii), (C_k)_ii = Σ_j Q_ij² λ_kj."""
+        diag = self.lam if self.Q is None else (self.Q**2 @ self.lam[..., None])[..., 0] if self.Q.ndim == 3 \
+            else self.lam @ (self.Q**2).T
+        return float((self.log_w.exp()[:, None] * (self.means**2 + diag)).sum(0).max().sqrt())
+
     def _rotate(self, v, transpose: bool):
         # v: (B, d) or (B, K, d); returns (B, K, d) in (transpose) or out of each component's eigenbasis
         Q = self.Q
@@ -192,6 +199,11 @@ class DiagonalGaussian(Prior):
         self.register_buffer("var", var)
         self.data_shape = tuple(mean.shape)
 
+    @property
+    def data_scale(self) -> float:
+        """sqrt(max_i (μ_i² + var_i))."""
+        return float((self.mean**2 + self.var).max().sqrt())
+
     def denoise(self, x, sigma):
         s2 = _flat_sigma2(sigma, x).reshape(-1, *([1] * (x.ndim - 1)))
         return self.mean + self.var / (self.var + s2) * (x - self.mean)
@@ -223,6 +235,12 @@ class StationaryGaussian(Prior):
         self.register_buffer("mean", mean)
         self.register_buffer("P", spectrum)
         self.data_shape = tuple(spectrum.shape)
+
+    @property
+    def data_scale(self) -> float:
+        """sqrt(max (μ² + per-pixel variance)); the orthonormal DFT makes channel c's pixel variance mean(P_c)."""
+        var = self.P.flatten(-2).mean(-1)[..., None, None]
+        return float((self.mean**2 + var).max().sqrt())
 
     @classmethod
     def radial(cls, shape, amplitude=1.0, corner=0.1, exponent=2.0, mean=0.0, dtype=torch.float64):

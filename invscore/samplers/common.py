@@ -20,8 +20,9 @@ class SampleResult:
 
 
 def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0, device=None,
-              dtype=torch.float64) -> torch.Tensor:
-    """Decreasing times ``T = t_0 > … > t_steps = t_min``.
+              dtype=torch.float64, r_max: float | None = None) -> torch.Tensor:
+    """Decreasing times ``T = t_0 > … > t_steps = t_min``; with ``r_max``, ``t_0`` is instead the time whose
+    noise-to-signal ratio σ/α is ``r_max`` (clamped to T), for samplers that start from a measurement.
 
     ``'uniform'`` is uniform in t (Song et al. 2021); ``'edm'`` spaces the noise-to-signal ratio
     ``r = sigma/alpha`` as ``r_i = (r_max^{1/ρ} + i/N (r_min^{1/ρ} − r_max^{1/ρ}))^ρ`` (Karras et al. 2022,
@@ -29,15 +30,18 @@ def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0, dev
     """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    t0 = float(sde.T)
+    if r_max is not None:
+        t0 = float(sde.time_to_ratio_grid(torch.tensor(float(r_max), dtype=torch.float64)))
     if kind == "uniform":
-        ts = torch.linspace(sde.T, sde.t_min, int(steps) + 1, dtype=torch.float64)
+        ts = torch.linspace(t0, sde.t_min, int(steps) + 1, dtype=torch.float64)
     elif kind == "edm":
-        r_max = sde.ratio(torch.tensor(sde.T, dtype=torch.float64))
+        r_max = sde.ratio(torch.tensor(t0, dtype=torch.float64))
         r_min = sde.ratio(torch.tensor(sde.t_min, dtype=torch.float64))
         i = torch.linspace(0, 1, int(steps) + 1, dtype=torch.float64)
         r = (r_max ** (1 / rho) + i * (r_min ** (1 / rho) - r_max ** (1 / rho))) ** rho
         ts = sde.time_to_ratio_grid(r)
-        ts[0], ts[-1] = sde.T, sde.t_min
+        ts[0], ts[-1] = t0, sde.t_min
     else:
         raise ValueError(f"unknown time grid {kind!r}; expected 'uniform' or 'edm'")
     return ts.to(device=device, dtype=dtype)
