@@ -277,10 +277,9 @@ def train(args, data=None) -> dict[str, Any]:
     """Run (or resume) training as described by parsed `args`; `data` = (x in [-1, 1], labels) overrides
     `--data` (tests use it).  Returns a summary dict (steps, loss history, paths)."""
     out, x, y, model, cfg, opt, gen, ema = _setup(args, data)
-    prog = {"step": 0, "elapsed": 0.0, "losses": [], "avg": None}
     state_path = out / "state.pt"
-    if args.resume:
-        prog = _restore(state_path, model, ema, opt, gen)
+    prog = _restore(state_path, model, ema, opt, gen) if args.resume else {
+        "step": 0, "elapsed": 0.0, "losses": [], "avg": None}
     n_params = sum(p.numel() for p in model.parameters())
 
     def save():
@@ -303,9 +302,7 @@ def train(args, data=None) -> dict[str, Any]:
         lv = float(loss.detach())
         prog["losses"].append(lv)
         prog["avg"] = lv if prog["avg"] is None else 0.99 * prog["avg"] + 0.01 * lv
-        now = time.perf_counter()
-        prog["elapsed"] += now - t_last
-        t_last = now
+        prog["elapsed"], t_last = prog["elapsed"] + time.perf_counter() - t_last, time.perf_counter()
         bar.update(1)
         bar.set_postfix(loss=f"{prog['avg']:.4f}", s_per_it=f"{prog['elapsed'] / max(1, prog['step']):.2f}",
                         refresh=False)
@@ -325,8 +322,8 @@ def finalize(args, model, cfg, x, step, avg, elapsed, n_params) -> dict[str, Any
     """Evaluate on the held-out split, write the preview grid and the final card into OUT."""
     from torchvision.utils import save_image
     from .data import load
-    out = Path(args.out)
     from .training_eval import evaluate_classifier, evaluate_denoiser, evaluate_inpainting
+    out = Path(args.out)
     card = _card(args, cfg, x, step, avg, elapsed, n_params)
     model.eval()
     extra: dict[str, Any] = {}
@@ -347,7 +344,7 @@ def finalize(args, model, cfg, x, step, avg, elapsed, n_params) -> dict[str, Any
         save_image((s.clamp(-1, 1) + 1) / 2, out / "samples.png", nrow=8, padding=1)
         card["sample_grid"] = "samples.png (64 EDM-Heun samples, 18 steps, seed %d)" % args.seed
     ckpt.save_model(model, out / "ema.safetensors", card, half=args.half)
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in card.items()}, indent=2, default=str))
+    (out / "summary.json").write_text(json.dumps(card, indent=2, default=str))
     return extra
 
 
@@ -374,27 +371,27 @@ def ship(run_dir: str | Path, name: str, notes: dict[str, Any] | None = None) ->
 
 
 def main(argv=None) -> int | None:
-    """Entry point for `python -m invscore.training`; a refused resume state prints one line and returns 2."""
+    """Entry point for `python -m invscore.training`; a refused resume state or --init checkpoint prints one
+    line and returns 2."""
     args = parser().parse_args(argv)
     if args.ship_as:
         print(ship(args.out, args.ship_as))
         return
-    if args.resume:
-        # The run's own options win over defaults; explicit flags on the command line still apply.
-        try:  # load_state refuses a missing file and anything but plain data
+    try:  # load_state and read_card refuse a missing file, other data or another arch: the user's to fix
+        if args.resume:  # the run's own options win over defaults; explicit flags on the command line still apply
             prev = ckpt.load_state(Path(args.out) / "state.pt").get("args")
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"invscore: error: {exc}", file=sys.stderr)
-            return 2
-        given = {a.dest for a in parser()._actions if any(o in (argv or sys.argv[1:]) for o in a.option_strings)}
-        for k, v in prev.items():
-            if k not in given and k not in ("resume", "image_channels", "image_size"):
-                setattr(args, k, v)
-    try:
-        check_args(args)
-    except ValueError as exc:
-        parser().error(str(exc))
-    s = train(args)
+            given = {a.dest for a in parser()._actions if any(o in (argv or sys.argv[1:]) for o in a.option_strings)}
+            for k, v in prev.items():
+                if k not in given and k not in ("resume", "image_channels", "image_size"):
+                    setattr(args, k, v)
+        try:
+            check_args(args)
+        except ValueError as exc:
+            parser().error(str(exc))
+        s = train(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"invscore: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: v for k, v in s.items() if k != "losses"}, default=str))
 
 

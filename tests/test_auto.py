@@ -35,7 +35,7 @@ def test_auto_runs_the_rule_within_the_budget(name, budget):
 
 
 def test_a_rule_the_operator_cannot_take_falls_through():
-    op, y = _problem("blur_gaussian")  # a spatial blur: no SVD, so DDRM (the deblur rule from 20 NFE) is out
+    op, y = _problem("blur_gaussian")  # a spatial blur: no SVD, so DDRM (the deblur rule) is out
     assert solve(PRIOR, op, y, steps=20).method == RULES["linear"][-1][1]
     from operators.base import FunctionOperator
     nonlinear = FunctionOperator(torch.tanh, input_shape=(1, 8, 8), noise=0.05)

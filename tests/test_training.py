@@ -1,6 +1,7 @@
 """Training loop: the loss goes down on toy data, resume is exact, the classifier learns."""
 import math
 
+import pytest
 import torch
 
 from invscore.training import EMA, edm_loss, heun_preview, parser, sample_sigma, train
@@ -129,3 +130,32 @@ def test_classifier_learns_toy_classes(tmp_path):
         acc = (clf(x, torch.full((len(x),), 0.1)).argmax(1) == y).float().mean()
     assert acc > 0.9, (acc, s["losses"][:3], s["losses"][-3:])
     assert not any(p.requires_grad for p in clf.parameters())
+
+
+def test_learning_rate_warms_up_then_follows_its_schedule():
+    """lr_k = lr·min(1, (k+1)/warmup), times ½(1 + cos(πk/K)) under --lr-schedule cosine (SGDR, eq. 5)."""
+    from invscore.training import learning_rate
+    const = parser().parse_args(["--out", "x", "--lr", "1", "--warmup", "10", "--steps", "100"])
+    assert [learning_rate(const, k) for k in (0, 4, 9, 50, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    cos = parser().parse_args(["--out", "x", "--lr", "2", "--warmup", "1", "--steps", "100", "--lr-schedule", "cosine"])
+    got = [learning_rate(cos, k) for k in (0, 25, 50, 75, 100, 150)]
+    want = [2.0, 1 + math.cos(math.pi / 4), 1.0, 1 - math.cos(math.pi / 4), 0.0, 0.0]
+    assert all(math.isclose(a, b, abs_tol=1e-12) for a, b in zip(got, want)), got
+
+
+def test_init_starts_from_a_checkpoint_and_refuses_another_arch(tmp_path, capsys):
+    x, _ = _toy(32)
+    train(_args(tmp_path / "a", "--steps", "3"), data=(x, None))
+    src = tmp_path / "a" / "ema.safetensors"
+    # lr 0: Adam leaves the weights where --init put them, so the run's network is the source's EMA network
+    train(_args(tmp_path / "b", "--steps", "1", "--init", str(src), "--lr", "0"), data=(x, None))
+    from invscore.checkpoint import load_denoiser, load_state
+    want, got = load_denoiser(src).state_dict(), load_state(tmp_path / "b" / "state.pt")["model"]
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    with pytest.raises(ValueError, match="differs from this run"):
+        train(_args(tmp_path / "c", "--steps", "1", "--init", str(src), "--channels", "8,8"), data=(x, None))
+    from invscore.training import main
+    assert main(["--out", str(tmp_path / "d"), "--init", str(tmp_path / "missing.safetensors"), "--steps", "1",
+                 "--n-train", "16", "--quiet", "--no-final", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("invscore: error:") and "missing.safetensors" in err and "\n" not in err

@@ -17,16 +17,17 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: steps are not always better (MMPS peaks at 20). Evidence: experiments/results/tasks_table.{md,csv} (held-out
 #: Fashion-MNIST, σ_y = 0.05; table points on 16 images, curve points on 8; one run, so a claim about that
 #: prior and those images) and colorization.md (32 emoji test images):
-#: inpainting: MMPS leads at 10 and 20 NFE (centre 19.22 / 19.39 dB, random 21.08 / 22.44 on the curve
-#: images), PnP-Flow at 100 (16 images: centre 20.89 against MMPS-20's 20.46, random 23.18 against 22.10);
-#: deblur (FFT): ΠGDM at 10 (21.72), DDRM from 20 (22.05 at 20, 23.05 at 50 on 16 images; PnP-DM at 100,
-#: 23.09, is level at twice the cost); ×4 SR: MMPS at 10–20 (17.86 / 18.91), DDRM from 50 (18.75; 18.96 at
-#: 100), PnP-Flow at 100 (20.58; PnP-DM 19.34; PnP-Flow's LPIPS is 0.062 against 0.057); colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS lead on
-#: no task at their defaults. Kinds without a table fall back to ΠGDM (linear) and DPS.
+#: inpainting: MMPS leads at 10–50 NFE (centre 19.22 / 19.39 dB at 10 / 20, random 21.08 / 22.44 on the curve
+#: images; PnP-Flow at 50: 18.62 / 21.13), PnP-Flow at 100 (16 images: centre 20.89 against MMPS-20's 20.46,
+#: random 23.18 against 22.10); deblur (FFT): DDRM at every budget (22.06 at 10 against ΠGDM's 21.72, 22.52
+#: at 20; 16 images: 23.38 at 50, 23.45 at 100, PnP-DM 23.08); ×4 SR: MMPS at 10–20 (17.86 / 18.91),
+#: PnP-Flow from 50 (19.17 at 50 against DDRM's 18.27; 16 images at 100: 20.58, PnP-DM 19.34; its LPIPS is
+#: worse, 0.062 against DDRM-50's 0.047); colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS
+#: lead on no task at their defaults. Kinds without a table fall back to DDRM (SVD), ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
     "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
     "deblur": [(1, "ddrm", 100)],
-    "superres": [(1, "mmps", 20), (50, "ddrm", 100), (100, "pnpflow", 20)],
+    "superres": [(1, "mmps", 20), (50, "pnpflow", 20)],
     "colorize": [(1, "mmps", 20), (100, "dps", 100)],
     "svd": [(1, "ddrm", 50)],
     "linear": [(1, "pigdm", 50)],
