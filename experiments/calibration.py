@@ -31,8 +31,8 @@ from invscore.io import write_csv
 from invscore.priors import CallablePrior
 from tasks_table import SIGMA_Y, TASKS
 
-#: (label, library, method, steps or NFE, deepinv settings): the tasks table's 100-NFE rows and deepinv's DDRM
-#: at both of its tuning candidates
+#: (label, library, method, steps or NFE, deepinv settings): invscore's methods at their default steps (PnP-Flow
+#: at the tasks table's 100 NFE) and deepinv's DDRM at 100 NFE with both of its tuning candidates
 RUNS = [("ddrm-50", "invscore", "ddrm", 50, None), ("pnpflow-100", "invscore", "pnpflow", 20, None),
         ("mmps-20", "invscore", "mmps", 20, None), ("pigdm-50", "invscore", "pigdm", 50, None),
         ("dinv_ddrm-100 (eta 0.85)", "deepinv", "dinv_ddrm", 100, dict(eta=0.85, etab=1.0)),
@@ -55,6 +55,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    if args.k < 2 or args.n < 1:
+        ap.error(f"--k must be >= 2 (the spread needs two samples) and --n >= 1; got --k {args.k} --n {args.n}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     x01, _ = load("fashion_mnist", "test", args.first + args.n)

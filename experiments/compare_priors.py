@@ -35,6 +35,7 @@ METHODS = {"dps": 100, "ddrm": 50, "mmps": 20}  # the issue's DPS-100 and two ch
 
 
 def paired(a: torch.Tensor, b: torch.Tensor) -> str:
+    """Mean of the per-image differences a − b with its normal 95 % interval, mean ± 1.96·sd/√n."""
     d = (a - b).double()
     half = 1.96 * float(d.std(unbiased=True)) / math.sqrt(d.numel())
     return f"{float(d.mean()):+.2f} [{float(d.mean()) - half:+.2f}, {float(d.mean()) + half:+.2f}]"
@@ -51,6 +52,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="compare_priors")
     args = ap.parse_args(argv)
+    if args.n < 2:
+        ap.error(f"--n must be >= 2 (the paired interval needs two images), got {args.n}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     x01, _ = load("fashion_mnist", "test", max(args.first + args.n, args.mse_n))

@@ -34,7 +34,7 @@ from . import checkpoint as ckpt
 from .nets import build
 from .nets.classifier import classifier_loss
 from .nets.flow import flow_matching_loss
-from .training_eval import heun_preview  # noqa: F401 - re-exported: tests and latent_training use it
+from .training_eval import finalize, heun_preview  # noqa: F401 - heun_preview re-exported (tests, latent_training)
 
 #: objective -> (P_mean, P_std) of ln σ: EDM's Table 1, and for flow the logit-normal t of Esser et al. 2024
 #: (SD3, eq. 19, m = 0, s = 1), which is the same law since logit(t) = ln σ on the straight path
@@ -241,6 +241,9 @@ def check_args(args) -> None:
     if getattr(args, "conditional", False) and (args.task, args.objective, args.arch) != ("prior", "edm", "unet"):
         raise ValueError("--conditional trains an edm prior with --arch unet; got "
                          f"--task {args.task} --objective {args.objective} --arch {args.arch}")
+    if getattr(args, "lr_schedule", "constant") == "cosine" and args.minutes is not None:
+        raise ValueError("--lr-schedule cosine decays to 0 at --steps; with --minutes the run stops elsewhere: "
+                         "give --steps alone")
     if not 0.0 <= getattr(args, "label_drop", 0.1) < 1.0:
         raise ValueError(f"--label-drop must be in [0, 1) (the share of dropped labels), got {args.label_drop}")
 
@@ -257,17 +260,24 @@ def _setup(args, data):
         # Seeded initialisation without touching the caller's global RNG stream.
         torch.manual_seed(args.seed)
         model, cfg = make_model(args)
-    if getattr(args, "init", None):
+    if getattr(args, "init", None) and not args.resume:  # a resumed run's weights come from its state.pt
         _init_from(model, cfg, args.init)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     return out, x, y, model, cfg, opt, torch.Generator().manual_seed(args.seed), EMA(model, args.ema)
 
 
+class InitError(ValueError):
+    """A refused ``--init`` checkpoint (missing, unreadable, or another arch): the user's to fix."""
+
+
 def _init_from(model: nn.Module, cfg: dict, source: str) -> None:
     """Copy a checkpoint's weights into the freshly built network (fine-tuning); its arch must be the run's."""
-    card = ckpt.read_card(source)
+    try:
+        card = ckpt.read_card(source)
+    except (ValueError, FileNotFoundError) as exc:
+        raise InitError(f"--init {source}: {exc}") from None
     if card.get("arch") != json.loads(json.dumps(cfg)):
-        raise ValueError(f"--init {source}: its arch {card.get('arch')} differs from this run's {cfg}; "
+        raise InitError(f"--init {source}: its arch {card.get('arch')} differs from this run's {cfg}; "
                          "pass the flags that rebuild it (see the card's hyperparameters)")
     loaded = ckpt.load_denoiser(source) if card.get("kind") == "denoiser" else ckpt.load_classifier(source)
     model.load_state_dict(loaded.state_dict())
@@ -314,38 +324,9 @@ def train(args, data=None) -> dict[str, Any]:
     summary = {"steps": prog["step"], "final_loss": prog["avg"], "losses": prog["losses"],
                "elapsed": prog["elapsed"], "out": str(out), "parameters": n_params}
     if not args.no_final:
-        summary.update(finalize(args, ema.model, cfg, x, prog["step"], prog["avg"], prog["elapsed"], n_params))
+        card = _card(args, cfg, x, prog["step"], prog["avg"], prog["elapsed"], n_params)
+        summary.update(finalize(args, ema.model, card, x))
     return summary
-
-
-def finalize(args, model, cfg, x, step, avg, elapsed, n_params) -> dict[str, Any]:
-    """Evaluate on the held-out split, write the preview grid and the final card into OUT."""
-    from torchvision.utils import save_image
-    from .data import load
-    from .training_eval import evaluate_classifier, evaluate_denoiser, evaluate_inpainting
-    out = Path(args.out)
-    card = _card(args, cfg, x, step, avg, elapsed, n_params)
-    model.eval()
-    extra: dict[str, Any] = {}
-    try:
-        xt, yt = load(args.data, "test", n=512)
-        xt = xt * 2 - 1
-    except Exception as exc:  # noqa: BLE001 - custom tensors in tests have no registered test split
-        xt, yt, card["eval_note"] = None, None, f"no held-out split: {exc}"
-    if xt is not None and args.task == "classifier":
-        card["eval_test_accuracy_by_sigma"] = extra["accuracy"] = evaluate_classifier(model, xt, yt)
-    elif xt is not None:
-        card["eval_test_mse_by_sigma"] = extra["mse"] = evaluate_denoiser(model, xt)
-        if x.shape[-1] >= 32:
-            card["eval_inpainting"] = extra["inpainting"] = evaluate_inpainting(model, xt[:16])
-    if args.task == "prior":
-        g = torch.Generator().manual_seed(args.seed)
-        s = heun_preview(model, (64, x.shape[1], x.shape[2], x.shape[3]), generator=g)
-        save_image((s.clamp(-1, 1) + 1) / 2, out / "samples.png", nrow=8, padding=1)
-        card["sample_grid"] = "samples.png (64 EDM-Heun samples, 18 steps, seed %d)" % args.seed
-    ckpt.save_model(model, out / "ema.safetensors", card, half=args.half)
-    (out / "summary.json").write_text(json.dumps(card, indent=2, default=str))
-    return extra
 
 
 def ship(run_dir: str | Path, name: str, notes: dict[str, Any] | None = None) -> Path:
@@ -370,6 +351,11 @@ def ship(run_dir: str | Path, name: str, notes: dict[str, Any] | None = None) ->
     return dst
 
 
+def _fail(exc: Exception) -> int:
+    print(f"invscore: error: {exc}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int | None:
     """Entry point for `python -m invscore.training`; a refused resume state or --init checkpoint prints one
     line and returns 2."""
@@ -377,21 +363,23 @@ def main(argv=None) -> int | None:
     if args.ship_as:
         print(ship(args.out, args.ship_as))
         return
-    try:  # load_state and read_card refuse a missing file, other data or another arch: the user's to fix
-        if args.resume:  # the run's own options win over defaults; explicit flags on the command line still apply
+    if args.resume:  # the run's own options win over defaults; explicit flags on the command line still apply
+        try:  # load_state refuses a missing file and anything but plain data
             prev = ckpt.load_state(Path(args.out) / "state.pt").get("args")
-            given = {a.dest for a in parser()._actions if any(o in (argv or sys.argv[1:]) for o in a.option_strings)}
-            for k, v in prev.items():
-                if k not in given and k not in ("resume", "image_channels", "image_size"):
-                    setattr(args, k, v)
-        try:
-            check_args(args)
-        except ValueError as exc:
-            parser().error(str(exc))
+        except (ValueError, FileNotFoundError) as exc:
+            return _fail(exc)
+        given = {a.dest for a in parser()._actions if any(o in (argv or sys.argv[1:]) for o in a.option_strings)}
+        for k, v in prev.items():
+            if k not in given and k not in ("resume", "image_channels", "image_size"):
+                setattr(args, k, v)
+    try:
+        check_args(args)
+    except ValueError as exc:
+        parser().error(str(exc))
+    try:
         s = train(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"invscore: error: {exc}", file=sys.stderr)
-        return 2
+    except InitError as exc:
+        return _fail(exc)
     print(json.dumps({k: v for k, v in s.items() if k != "losses"}, default=str))
 
 

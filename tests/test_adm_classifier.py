@@ -5,7 +5,6 @@ Reference fixtures were taken from guided-diffusion's own code (openai/guided-di
 ``create_classifier(image_size=256, classifier_defaults())`` and the small config below, built on the meta
 device): key count, parameter count and the SHA-256 of the ordered ``key:shape`` listing."""
 import hashlib
-import math
 
 import pytest
 import torch

@@ -75,29 +75,47 @@ def test_time_grid_starts_at_r_max():
 
 
 def test_ddrm_initial_state_is_the_papers():
-    """DDRM's start at r_T (Kawar et al. 2022, eq. 7–8 at T) on the diagonal problem: the measured coordinate
-    has mean ȳ and variance r_T² − ν², the unmeasured one (ν = 10 ≥ nu_max) mean 0 and variance r_T²; means
-    within 4 standard errors, variances within 4 × sqrt(2/B) relative."""
+    """DDRM's start at r_T (Kawar et al. 2022, eq. 7–8 at T) on a diagonal problem with ν = 1.5, 0.05 and 10
+    (≥ nu_max: unmeasured): at r_T = 2 the measured coordinates have mean ȳ and variance r_T² − ν² (1.75 for
+    ν = 1.5), the unmeasured one mean 0 and variance r_T²; at r_T = 1.2 the ν = 1.5 coordinate is noisier than
+    the state and starts unmeasured too. Means within 4 standard errors, variances within 4·sqrt(2/B) relative."""
     from invscore.conditional.measurement import DDRMCorrection
     from invscore.priors.base import Diffusion
     from invscore.sde import make_sde
-    prior, op, y, _, _ = _problem()
-    model = Diffusion(prior, make_sde("vp"))
+    s = torch.tensor([SIGMA_Y / 1.5, 1.0, 0.005], dtype=torch.float64)
+    op = operators.DenseOperator(torch.diag(s), noise=operators.GaussianNoise(SIGMA_Y))
+    y = op.measure(torch.tensor([[0.3, 0.7, 0.05]], dtype=torch.float64),
+                   generator=torch.Generator().manual_seed(0)).expand(B, -1).contiguous()
+    ybar = (y[0] / s).tolist()
+    model = Diffusion(Gaussian(torch.zeros(3, dtype=torch.float64), torch.eye(3, dtype=torch.float64)), make_sde("vp"))
     term = DDRMCorrection(op, y, SIGMA_Y)
-    t = model.sde.time_to_ratio_grid(torch.tensor(2.0, dtype=torch.float64))
-    x = term.initial(torch.zeros_like(y), t, model, torch.Generator().manual_seed(3)) / model.sde.alpha(t)
-    ybar = float(y[0, 0] / 1.0)
-    for i, (mean, var) in enumerate([(ybar, 4.0 - SIGMA_Y**2), (0.0, 4.0)]):
-        assert abs(float(x[:, i].mean()) - mean) < 4 * math.sqrt(var / B)
-        assert float(x[:, i].var()) == pytest.approx(var, rel=4 * math.sqrt(2 / B))
+    for r, want in ((2.0, [(ybar[0], 4.0 - 1.5**2), (ybar[1], 4.0 - SIGMA_Y**2), (0.0, 4.0)]),
+                    (1.2, [(0.0, 1.44), (ybar[1], 1.44 - SIGMA_Y**2), (0.0, 1.44)])):
+        t = model.sde.time_to_ratio_grid(torch.tensor(r, dtype=torch.float64))
+        x = term.initial(torch.zeros_like(y), t, model, torch.Generator().manual_seed(3)) / model.sde.alpha(t)
+        for i, (mean, var) in enumerate(want):
+            assert abs(float(x[:, i].mean()) - mean) < 4 * math.sqrt(var / B), (r, i)
+            assert float(x[:, i].var()) == pytest.approx(var, rel=4 * math.sqrt(2 / B)), (r, i)
 
 
-def test_ddrm_r_max_is_checked_and_none_starts_at_the_prior():
-    """r_max must be a positive number or None (None: the SDE's T, the grid before r_max existed)."""
+def test_ddrm_r_max_is_checked_and_sets_the_first_time():
+    """r_max must be a finite positive number or None; solve's grid starts where σ/α = r_max × data_scale
+    (2 by default) or, with None, at the SDE's T (the grid before r_max existed); a start below the SDE's
+    smallest ratio is refused with a message naming r_max."""
+    from invscore import VPSDE
+    from invscore.samplers import time_grid
     prior, op, y, m, v = _problem()
-    for bad in (0.0, -1.0, "2", True):
+    sde = VPSDE()
+    for bad in (0.0, -1.0, "2", True, math.inf):
         with pytest.raises(ValueError, match="r_max"):
             solve(prior, op, y[:4], method="ddrm", steps=2, r_max=bad)
+    with pytest.raises(ValueError, match="r_max"):
+        time_grid(sde, 3, r_max=1e-9)
+    for r_max, ts in ((2.0, time_grid(sde, 3, r_max=2.0 * prior.data_scale)), (None, time_grid(sde, 3))):
+        seen = []  # the callback reports the time each step reached: ts[1], ts[2], ...
+        solve(prior, op, y[:4], method="ddrm", steps=3, r_max=r_max, callback=lambda st: seen.append(st["t"]))
+        assert float(seen[0].reshape(-1)[0]) == pytest.approx(float(ts[1])), r_max
+    assert float(time_grid(sde, 3, r_max=2.0)[1]) < 0.9 * float(time_grid(sde, 3)[1])  # the two differ
     res = solve(prior, op, y, method="ddrm", steps=50, r_max=None, generator=torch.Generator().manual_seed(1))
     sd = float(v[0].sqrt())
     assert abs(float(res.x[:, 0].mean() - m[0])) < 4 * sd / B**0.5 + 0.1 * sd
@@ -105,17 +123,18 @@ def test_ddrm_r_max_is_checked_and_none_starts_at_the_prior():
 
 def test_data_scale_sets_ddrm_start_for_analytic_priors():
     """``Prior.data_scale`` = sqrt(max_i E[x_i²]): exact for the mixture grid ((8i, 8j), unit covariance:
-    sqrt(2·64 + 1)), a rotated-covariance Gaussian and a diagonal one (against 10⁵ samples, within 1 %);
+    sqrt(2·64 + 1)), a rotated-covariance Gaussian, a diagonal one and a stationary one (against 10⁵ samples, within 1 %);
     images default to 1. DDRM starts at r_max × data_scale."""
     from invscore.conditional import get_method
-    from invscore.priors import CallablePrior, DiagonalGaussian
+    from invscore.priors import CallablePrior, DiagonalGaussian, StationaryGaussian
     from invscore.testing import grid_mixture
     mix = grid_mixture(8)
     assert mix.data_scale == pytest.approx(math.sqrt(129.0))
     C = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
     for prior in (mix, Gaussian(torch.tensor([1.0, 0.0], dtype=torch.float64), C),
-                  DiagonalGaussian(torch.tensor([0.5, -2.0], dtype=torch.float64), torch.tensor([0.3, 0.1]))):
+                  DiagonalGaussian(torch.tensor([0.5, -2.0], dtype=torch.float64), torch.tensor([0.3, 0.1])),
+                  StationaryGaussian.radial((2, 4, 4), amplitude=2.0, corner=0.3, mean=0.5)):
         x = prior.sample(100_000, generator=g)
         assert prior.data_scale == pytest.approx(float((x**2).mean(0).max().sqrt()), rel=0.01)
     assert CallablePrior(lambda x, s: x).data_scale == 1.0

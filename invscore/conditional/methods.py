@@ -8,6 +8,7 @@ CLI, ``list methods``, the Hydra method configs and the experiments read the sam
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -208,11 +209,12 @@ class DDRMMethod(_DDIMMethod):
     def __init__(self, **options):
         super().__init__(**options)
         r = self.options["r_max"]
-        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0):
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < math.inf):
             raise ValueError(f"ddrm's r_max is the noise level σ/α it starts at, in units of the prior's data scale "
-                             f"(> 0; None: the SDE's largest), got {r!r}")
+                             f"(a finite number > 0; None: the SDE's largest), got {r!r}")
 
     def start_ratio(self, prior):
+        """σ/α = ``r_max`` × ``prior.data_scale`` (None: the SDE's T)."""
         r = self.options["r_max"]
         return None if r is None else r * getattr(prior, "data_scale", 1.0)
 

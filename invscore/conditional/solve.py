@@ -91,7 +91,7 @@ def _check_dtype(prior, y) -> None:
                                                        if y.dtype == torch.float64 else ""))
 
 
-def _check_prior(model: Diffusion, operator, y) -> None:
+def _check_prior(model: Diffusion, operator, y, t0: float) -> None:
     prior = model.prior
     _check_dtype(prior, y)
     if prior.data_shape is None:
@@ -102,7 +102,7 @@ def _check_prior(model: Diffusion, operator, y) -> None:
         prior.check_input(torch.empty((1, *operator.input_shape)))
     trained = getattr(prior, "sigma_range", None)
     if trained is not None:
-        top = float(model.sde.ratio(torch.tensor(float(model.sde.T), dtype=torch.float64)))
+        top = float(model.sde.ratio(torch.tensor(t0, dtype=torch.float64)))  # the grid's start, not always T
         if top > SIGMA_MARGIN * trained[1]:
             warnings.warn(f"sampling starts at sigma {top:.3g} but the prior was trained up to sigma {trained[1]:.3g}: "
                           f"the network is evaluated far outside its training; use an SDE whose largest sigma "
@@ -133,8 +133,8 @@ def solve(prior, operator, y: torch.Tensor, method: str | Method = "auto", steps
     m, steps = m.resolve(operator, None if steps is None else _steps(steps, m.steps))
     _check(m, operator, y, guidance)
     sigma_y = operator.noise_std(sigma_y)
-    _check_prior(model, operator, y)
     ts = time_grid(model.sde, steps, grid or m.grid, device=y.device, dtype=y.dtype, r_max=m.start_ratio(model.prior))
+    _check_prior(model, operator, y, float(ts[0]))
     vjp0, start = model.vjp, time.perf_counter()
     try:
         res = m.run(model, operator, y, ts, sigma_y, guidance=guidance, generator=generator, callback=callback,

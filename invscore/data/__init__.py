@@ -7,7 +7,6 @@ Debian files are absent.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
 
 import torch
 

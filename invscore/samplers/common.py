@@ -32,7 +32,11 @@ def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0, dev
         raise ValueError(f"steps must be >= 1, got {steps}")
     t0 = float(sde.T)
     if r_max is not None:
-        t0 = float(sde.time_to_ratio_grid(torch.tensor(float(r_max), dtype=torch.float64)))
+        lo, hi = (float(sde.ratio(torch.tensor(t, dtype=torch.float64))) for t in (sde.t_min, sde.T))
+        if not r_max > lo:  # also refuses NaN
+            raise ValueError(f"the grid's start ratio sigma/alpha = {r_max:g} is not above the SDE's smallest "
+                             f"({lo:.3g} at t_min): raise the method's r_max")
+        t0 = float(sde.time_to_ratio_grid(torch.tensor(min(float(r_max), hi), dtype=torch.float64)))
     if kind == "uniform":
         ts = torch.linspace(t0, sde.t_min, int(steps) + 1, dtype=torch.float64)
     elif kind == "edm":
