@@ -35,7 +35,7 @@ import torch
 import operators
 from inverse_common import (RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics, run_deepinv,
                             run_invscore, save_grid, tune_deepinv)
-from invscore.checkpoint import load_denoiser, read_card
+from invscore.checkpoint import load_denoiser, read_card, training_steps
 from invscore.conditional import METHODS
 from invscore.data import load
 from invscore.io import atomic_write_text, write_json
@@ -51,7 +51,7 @@ DINV_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 def prior_description(prior: str) -> str:
     """Name, training steps and where the checkpoint came from (a path = an intermediate checkpoint)."""
     card = read_card(prior)
-    steps = card.get("steps") or card.get("training", {}).get("steps", "?")
+    steps = training_steps(card)
     if Path(prior).suffix == ".safetensors" or "/" in prior:
         return f"intermediate checkpoint `{prior}` (not the shipped prior), {steps} training steps"
     return f"shipped prior `{prior}`, {steps} training steps"

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 import operators
-from invscore.checkpoint import load_classifier, load_denoiser, read_card
+from invscore.checkpoint import load_classifier, load_denoiser, read_card, training_steps
 from invscore.conditional import METHODS, solve
 from invscore.conditional.guided import ClassifierGuidance, Guided
 from invscore.data import load
@@ -305,7 +305,7 @@ def write_report(res: dict, images: dict, grids: dict, prefix: Path, log=print) 
     inp, gd = res["inpainting"], res.get("guidance")
     S, name = inp["samples"], res["prior"]
     L = [f"# Shipped `{name}` prior: report", "",
-         f"Prior `{name}` ({res['prior_card'].get('steps')} training steps, final loss "
+         f"Prior `{name}` ({training_steps(res['prior_card'])} training steps, final loss "
          f"{res['prior_card'].get('final_loss', float('nan')):.3f})"
          f"{f'; classifier `{CLASSIFIER}`' if gd else ''}; held-out test images of `{inp['dataset']}`. "
          f"Command: `{res['command']}` ({res['seconds'] / 60:.1f} min, {res['threads']} thread(s), shared CPU).",

@@ -46,7 +46,7 @@ import torch
 import operators
 from inverse_common import (RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics,
                             invscore_method, invscore_steps, run_deepinv, run_invscore, save_grid, tune_deepinv)
-from invscore.checkpoint import load_denoiser, read_card
+from invscore.checkpoint import load_denoiser, read_card, training_steps
 from invscore.data import load
 from invscore.io import atomic_write_text, write_csv
 from invscore.metrics import summarize
@@ -234,7 +234,7 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix, pairs=None):
     write_csv(RESULTS / f"{prefix}.csv", rows, fields=fields, float_format=".5g")
     cmd = "OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py " + " ".join(sys.argv[1:])
     L = [f"# Restoration tasks: invscore vs deepinv on the same prior ({args.prior})", "",
-         f"Prior `{args.prior}` ({card.get('steps', '?')} training steps). First {args.n} Fashion-MNIST test "
+         f"Prior `{args.prior}` ({training_steps(card)} training steps). First {args.n} Fashion-MNIST test "
          f"images (held out from training), 32×32, σ_y = {SIGMA_Y} in data units [-1, 1] (deepinv: {SIGMA_Y / 2} "
          "in [0, 1]); one posterior sample per image; the same y for every method. Mean ± s.e. over images. "
          "NFE = network evaluations per image (deepinv: counted calls of the wrapped denoiser); s/img = "

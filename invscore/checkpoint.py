@@ -98,6 +98,16 @@ def read_card(path_or_name: str | os.PathLike) -> dict[str, Any]:
     return check_card(card, p)
 
 
+def training_steps(card: dict[str, Any]) -> int | str:
+    """Optimiser steps behind a checkpoint: its own run's ``steps`` plus, for a fine-tune, those of the
+    checkpoint it was initialised from (the card's ``initialised_from``); ``'?'`` when the card has none."""
+    own = card.get("steps")
+    if not isinstance(own, int):
+        return "?"
+    before = (card.get("initialised_from") or {}).get("steps")
+    return own + before if isinstance(before, int) else own
+
+
 #: what a model card must hold (``save_model`` writes them); ``image_size`` and ``channels`` positive integers
 CARD_KEYS = ("arch", "kind", "image_size", "channels")
 

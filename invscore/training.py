@@ -161,9 +161,12 @@ def parser() -> argparse.ArgumentParser:
 
 def _load_data(args):
     from .data import load
-    x, y = load(args.data, "train", n=args.n_train)
+    try:
+        x, y = load(args.data, "train", n=args.n_train)
+    except (ImportError, FileNotFoundError) as exc:  # a dataset whose package or files are not installed
+        raise SetupError(f"--data {args.data}: {exc}") from None
     if (args.task == "classifier" or args.conditional) and y is None:
-        raise ValueError(f"dataset {args.data!r} has no labels; a classifier or --conditional needs a labelled dataset")
+        raise SetupError(f"dataset {args.data!r} has no labels; a classifier or --conditional needs a labelled dataset")
     return x * 2 - 1, y
 
 
@@ -181,7 +184,8 @@ def _card(args, cfg, x, step, loss, elapsed, n_params) -> dict[str, Any]:
                  "held_out": "split 'test' of invscore.data (never seen in training)"},
         "steps": step, "final_loss": loss, "training_time_s": round(elapsed, 1),
         "parameters": n_params,
-        "hyperparameters": {k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet")},
+        **({"initialised_from": args.init_card} if getattr(args, "init_card", None) else {}),
+        "hyperparameters": {k: v for k, v in vars(args).items() if k not in ("out", "resume", "quiet", "init_card")},
         "software": {"torch": torch.__version__, "python": platform.python_version()},
         "weights": "EMA",
     }
@@ -261,26 +265,29 @@ def _setup(args, data):
         torch.manual_seed(args.seed)
         model, cfg = make_model(args)
     if getattr(args, "init", None) and not args.resume:  # a resumed run's weights come from its state.pt
-        _init_from(model, cfg, args.init)
+        args.init_card = _init_from(model, cfg, args.init)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     return out, x, y, model, cfg, opt, torch.Generator().manual_seed(args.seed), EMA(model, args.ema)
 
 
-class InitError(ValueError):
-    """A refused ``--init`` checkpoint (missing, unreadable, or another arch): the user's to fix."""
+class SetupError(ValueError):
+    """A refused ``--data`` set (not installed) or ``--init`` checkpoint (missing, unreadable, or another arch):
+    the user's to fix, reported in one line."""
 
 
-def _init_from(model: nn.Module, cfg: dict, source: str) -> None:
-    """Copy a checkpoint's weights into the freshly built network (fine-tuning); its arch must be the run's."""
+def _init_from(model: nn.Module, cfg: dict, source: str) -> dict[str, Any]:
+    """Copy a checkpoint's weights into the freshly built network (fine-tuning); its arch must be the run's.
+    Returns the source's provenance for the card (its name, steps and training time)."""
     try:
         card = ckpt.read_card(source)
     except (ValueError, FileNotFoundError) as exc:
-        raise InitError(f"--init {source}: {exc}") from None
+        raise SetupError(f"--init {source}: {exc}") from None
     if card.get("arch") != json.loads(json.dumps(cfg)):
-        raise InitError(f"--init {source}: its arch {card.get('arch')} differs from this run's {cfg}; "
+        raise SetupError(f"--init {source}: its arch {card.get('arch')} differs from this run's {cfg}; "
                          "pass the flags that rebuild it (see the card's hyperparameters)")
     loaded = ckpt.load_denoiser(source) if card.get("kind") == "denoiser" else ckpt.load_classifier(source)
     model.load_state_dict(loaded.state_dict())
+    return {"checkpoint": str(source), **{k: card.get(k) for k in ("name", "steps", "training_time_s")}}
 
 
 def train(args, data=None) -> dict[str, Any]:
@@ -378,7 +385,7 @@ def main(argv=None) -> int | None:
         parser().error(str(exc))
     try:
         s = train(args)
-    except InitError as exc:
+    except SetupError as exc:
         return _fail(exc)
     print(json.dumps({k: v for k, v in s.items() if k != "losses"}, default=str))
 

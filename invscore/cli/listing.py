@@ -13,7 +13,7 @@ __all__ = ["listing", "priors_rows", "methods_rows", "operators_rows", "samplers
 
 def priors_rows() -> list[str]:
     """The shipped checkpoints by their model cards (kind, size, family: score, flow, consistency, latent or autoencoder; training steps; a latent prior's autoencoder, a conditional prior's classes), the shipped test-image sets and the registered formats."""
-    from ..checkpoint import read_card, shipped
+    from ..checkpoint import read_card, shipped, training_steps
     from ..data.assets import shipped_test_sets
     rows = []
     for name in shipped():
@@ -23,7 +23,7 @@ def priors_rows() -> list[str]:
             rows.append(f"  {name:<24} unreadable card ({exc})")
             continue
         size = f"{card.get('channels')}×{card.get('image_size')}×{card.get('image_size')}"
-        extra = f"steps {card['steps']}" if "steps" in card else ""
+        extra = f"steps {training_steps(card)}" if "steps" in card else ""
         if card.get("family") == "latent":
             extra += f"; decodes to {'×'.join(map(str, card.get('pixel_shape', [])))} with {card.get('autoencoder')}"
         if card.get("classes"):

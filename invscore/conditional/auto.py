@@ -17,13 +17,14 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: steps are not always better (MMPS peaks at 20). Evidence: experiments/results/tasks_table.{md,csv} (held-out
 #: Fashion-MNIST, σ_y = 0.05; table points on 16 images, curve points on 8; one run, so a claim about that
 #: prior and those images) and colorization.md (32 emoji test images):
-#: inpainting: MMPS leads at 10–50 NFE (centre 19.22 / 19.39 dB at 10 / 20, random 21.08 / 22.44 on the curve
-#: images; PnP-Flow at 50: 18.62 / 21.13), PnP-Flow at 100 (16 images: centre 20.89 against MMPS-20's 20.46,
-#: random 23.18 against 22.10); deblur (FFT): DDRM at every budget (22.06 at 10 against ΠGDM's 21.72, 22.52
-#: at 20; 16 images: 23.38 at 50, 23.45 at 100, PnP-DM 23.08); ×4 SR: MMPS at 10–20 (17.86 / 18.91),
-#: PnP-Flow from 50 (19.17 at 50 against DDRM's 18.27; 16 images at 100: 20.58, PnP-DM 19.34; its LPIPS is
-#: worse, 0.062 against DDRM-50's 0.047); colorization: DPS at 100 (23.44 dB, LPIPS 0.065). DiffPIR and DAPS
-#: lead on no task at their defaults. Kinds without a table fall back to DDRM (SVD), ΠGDM (linear) and DPS.
+#: inpainting: MMPS leads at 10–50 NFE (centre 19.69 / 19.78 dB at 10 / 20, random 20.98 / 22.94 on the curve
+#: images; PnP-Flow at 50: 18.91 / 21.65), PnP-Flow at 100 (16 images: centre 21.60 against MMPS-20's 20.85,
+#: random 23.79 against 22.75); deblur (FFT): DDRM at every budget (22.39 at 10 against ΠGDM's 21.73, 22.94
+#: at 20; 16 images: 23.68 at 50, 23.75 at 100, PnP-DM 23.29); ×4 SR: MMPS at 10–20 (18.12 / 19.17),
+#: PnP-Flow from 50 (19.34 at 50 against MMPS's 18.31; 16 images at 100: 20.99, PnP-DM 20.08, DDRM-50 19.29;
+#: its LPIPS is worse, 0.056 against DDRM-50's 0.045); colorization: DPS at 100 (23.44 dB, LPIPS 0.065, on the
+#: emoji prior before its fine-tune). DiffPIR and DAPS lead on no task at their defaults. Kinds without a
+#: table fall back to DDRM (SVD), ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
     "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
     "deblur": [(1, "ddrm", 100)],
