@@ -165,12 +165,12 @@ def test_solve_warns_without_data_shape_and_beyond_the_trained_sigma_range():
         solve(CallablePrior(lambda x, s: x / (1 + s[:, None, None, None] ** 2)), op, y, method="ddrm", steps=2)
     shaped = CallablePrior(lambda x, s: x / (1 + s[:, None, None, None] ** 2), data_shape=(1, 8, 8),
                            sigma_range=(0.002, 1.0))
-    with pytest.warns(UserWarning, match="trained up to sigma 1"):
-        solve(shaped, op, y, method="ddrm", steps=2)
+    with pytest.warns(UserWarning, match="trained up to sigma 1"):  # ΠGDM starts at T (DDRM at 2 x data scale)
+        solve(shaped, op, y, method="pigdm", steps=2)
     wide = CallablePrior(shaped.fn, data_shape=(1, 8, 8), sigma_range=(0.002, 80.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the default VP SDE (sigma up to ~152) within 2 x 80: no warning
-        solve(wide, op, y, method="ddrm", steps=2)
+        solve(wide, op, y, method="pigdm", steps=2)
 
 
 def test_a_prior_returning_the_wrong_thing_is_named():

@@ -116,7 +116,7 @@ def _common(p: argparse.ArgumentParser, generate: bool = False) -> None:
                                                        "add --resume DIR; finished batches are not redone")
     g.add_argument("--class", dest="label", type=int, help="guide samples to class K with the noisy classifier")
     g.add_argument("--gamma", type=float,
-                   help="classifier-guidance scale (default 16: 91 %% of guided samples on-class in "
+                   help="classifier-guidance scale (default 16: 98 %% of guided samples on-class in "
                         "experiments/results/prior_report.md)")
     g.add_argument("--classifier", help="classifier name or path, or adm:PATH for guided-diffusion's noisy "
                                         "classifier (default: the prior's shipped classifier; a class-conditional "

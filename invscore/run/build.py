@@ -250,7 +250,7 @@ def _guidance_scale(gamma) -> float:
     try:
         return guidance_scale(gamma)
     except ValueError as exc:
-        raise UserError(f"--gamma (guidance.gamma): {exc}; the default 16 put 91 % of samples on-class") from None
+        raise UserError(f"--gamma (guidance.gamma): {exc}; the default 16 put 98 % of samples on-class") from None
 
 
 def load_guidance(g, prior, prior_name: str, card, device) -> list:
