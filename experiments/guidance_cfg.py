@@ -39,7 +39,7 @@ from invscore.priors import CallablePrior, Diffusion  # noqa: E402
 from invscore.samplers import sample  # noqa: E402
 from invscore.sde import make_sde  # noqa: E402
 from invscore.stats import frechet_distance  # noqa: E402
-from report_priors import train_judge  # noqa: E402
+from guidance_judge import train_judge  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "guidance_cfg"
 
