@@ -53,7 +53,8 @@ def main(argv=None) -> None:
                          "is sorted by code point, so its head is all flags")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--mse-n", type=int, default=1000)
+    ap.add_argument("--mse-n", type=int, default=1000,
+                    help="denoising MSE on the first N test images (the model cards' protocol, also with --subset-seed)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="compare_priors")
     args = ap.parse_args(argv)

@@ -4,7 +4,7 @@ Classifier guidance (Dhariwal & Nichol 2021): the shipped unconditional prior ``
 noisy classifier, scale γ. Classifier-free guidance (Ho & Salimans 2022): the shipped class-conditional prior
 ``fashion_mnist_cond`` (trained with 10 % label dropout), weight w (x̂0_u + w (x̂0_c − x̂0_u); w = 1 is the
 conditional model). Every setting draws ``--per-class`` samples of each class with DDIM from the same start
-noise. Reported per setting, on the judge's 128-d penultimate features (`experiments/report_priors.py`'s
+noise. Reported per setting, on the judge's 128-d penultimate features (`experiments/guidance_judge.py`'s
 JudgeCNN, trained on the train split only):
 
 * on-class: the share of samples the judge labels as the requested class (± binomial s.e.);

@@ -312,7 +312,7 @@ def main(argv=None):
                                      seed=a.seed, log=log)
     res = {"command": "python experiments/report_priors.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "threads": a.threads, "prior": a.prior,
-           "prior_card": {k: card.get(k) for k in ("steps", "final_loss", "training_time_s")},
+           "prior_card": {k: card.get(k) for k in ("steps", "initialised_from", "final_loss", "training_time_s")},
            "inpainting": {"dataset": dataset, "n_images": a.n, "samples": a.samples,
                           "sigma_y_data_space": SIGMA_Y, "box": BOX,
                           "tv_lambda": TV_LAMBDA, "rows": rows, "verdicts": verdicts(rows)}}

@@ -163,7 +163,7 @@ def _load_data(args):
     from .data import load
     try:
         x, y = load(args.data, "train", n=args.n_train)
-    except (ImportError, FileNotFoundError) as exc:  # a dataset whose package or files are not installed
+    except (ImportError, FileNotFoundError, ValueError) as exc:  # unknown, or its package/files not installed
         raise SetupError(f"--data {args.data}: {exc}") from None
     if (args.task == "classifier" or args.conditional) and y is None:
         raise SetupError(f"dataset {args.data!r} has no labels; a classifier or --conditional needs a labelled dataset")
@@ -191,9 +191,11 @@ def _card(args, cfg, x, step, loss, elapsed, n_params) -> dict[str, Any]:
     }
 
 
-def _restore(state_path: Path, model: nn.Module, ema: EMA, opt, gen: torch.Generator) -> dict[str, Any]:
-    """Load a resume state into the run's objects; returns its progress counters."""
+def _restore(state_path: Path, model: nn.Module, ema: EMA, opt, gen: torch.Generator, args) -> dict[str, Any]:
+    """Load a resume state into the run's objects (and its ``--init`` provenance into args); returns its
+    progress counters."""
     st = ckpt.load_state(state_path)  # refuses a missing file and anything but plain data, one line each
+    args.init_card = st.get("args", {}).get("init_card")
     model.load_state_dict(st["model"])
     ema.model.load_state_dict(st["ema"])
     opt.load_state_dict(st["opt"])
@@ -287,7 +289,9 @@ def _init_from(model: nn.Module, cfg: dict, source: str) -> dict[str, Any]:
                          "pass the flags that rebuild it (see the card's hyperparameters)")
     loaded = ckpt.load_denoiser(source) if card.get("kind") == "denoiser" else ckpt.load_classifier(source)
     model.load_state_dict(loaded.state_dict())
-    return {"checkpoint": str(source), **{k: card.get(k) for k in ("name", "steps", "training_time_s")}}
+    # steps = all the source's training (its own fine-tunes included), so chained fine-tunes add up
+    return {"checkpoint": str(source), "name": card.get("name"), "steps": ckpt.training_steps(card),
+            "training_time_s": card.get("training_time_s")}
 
 
 def train(args, data=None) -> dict[str, Any]:
@@ -295,7 +299,7 @@ def train(args, data=None) -> dict[str, Any]:
     `--data` (tests use it).  Returns a summary dict (steps, loss history, paths)."""
     out, x, y, model, cfg, opt, gen, ema = _setup(args, data)
     state_path = out / "state.pt"
-    prog = _restore(state_path, model, ema, opt, gen) if args.resume else {
+    prog = _restore(state_path, model, ema, opt, gen, args) if args.resume else {
         "step": 0, "elapsed": 0.0, "losses": [], "avg": None}
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -364,8 +368,8 @@ def _fail(exc: Exception) -> int:
 
 
 def main(argv=None) -> int | None:
-    """Entry point for `python -m invscore.training`; a refused resume state or --init checkpoint prints one
-    line and returns 2."""
+    """Entry point for `python -m invscore.training`; a refused resume state, --data set or --init checkpoint
+    prints one line and returns 2."""
     args = parser().parse_args(argv)
     if args.ship_as:
         print(ship(args.out, args.ship_as))

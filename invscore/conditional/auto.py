@@ -21,8 +21,8 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: images; PnP-Flow at 50: 18.91 / 21.65), PnP-Flow at 100 (16 images: centre 21.60 against MMPS-20's 20.85,
 #: random 23.79 against 22.75); deblur (FFT): DDRM at every budget (22.39 at 10 against ΠGDM's 21.73, 22.94
 #: at 20; 16 images: 23.68 at 50, 23.75 at 100, PnP-DM 23.29); ×4 SR: MMPS at 10–20 (18.12 / 19.17),
-#: PnP-Flow from 50 (19.34 at 50 against MMPS's 18.31; 16 images at 100: 20.99, PnP-DM 20.08, DDRM-50 19.29;
-#: its LPIPS is worse, 0.056 against DDRM-50's 0.045); colorization: DDRM from 50 (23.53 dB
+#: PnP-Flow from 50 (19.34 at 50 against MMPS-20's 19.17, a thin margin; 16 images at 100: 20.99, PnP-DM 20.08,
+#: DDRM-50 19.29; its LPIPS is worse, 0.056 against DDRM-50's 0.045); colorization: DDRM from 50 (23.53 dB
 #: against MMPS-20's 21.76, LPIPS both 0.073), DPS at 100 (24.50 dB, LPIPS 0.063). DiffPIR and DAPS lead on
 #: no task at their defaults. Kinds without a table fall back to DDRM (SVD), ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
