@@ -7,8 +7,9 @@ For each prior (a shipped name or a training run's ``ema.safetensors``):
    (:func:`invscore.training_eval.evaluate_denoiser`, the σ grid of the model cards).
 2. **Inpainting**: the issue's protocol — centre 16×16 box, σ_y = 0.05 in [−1, 1], test images
    ``--first``…``--first + --n − 1`` (or a random subset with ``--subset-seed``), ``--samples`` posterior
-   samples per image (seeds 1…S) with each method at ``solve``'s defaults. Reported: PSNR of the mean of the S samples, single-sample PSNR and LPIPS(alex), and
-   the paired per-image difference to the first prior listed (mean ± 1.96 s.e.).
+   samples per image (seeds 1…S) with each method at ``solve``'s defaults. Reported: PSNR of the mean of the
+   S samples, single-sample PSNR and LPIPS(alex), and the paired per-image difference to the first prior
+   listed (mean ± 1.96 s.e.).
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/compare_priors.py --priors fashion_mnist
 train_runs/fashion_mnist_25min/ema.safetensors train_runs/fashion_mnist_ft/ema.safetensors --threads 1``;
