@@ -8,11 +8,13 @@ Methods, one sample per image, the same gray y for all:
 * ``projection`` — Song et al.'s imputation: predictor–corrector (reverse diffusion + Langevin) with the
   measured (gray) coordinate replaced by the diffused measurement after every step, ``solve`` defaults
   (100 steps, 200 NFE);
-* the other invscore methods at ``solve`` defaults: MMPS (Rozet et al. 2024), ΠGDM (Song et al. 2023),
-  DDRM (Kawar et al. 2022), DPS (Chung et al. 2023), twisted SMC with 4 particles;
-* baselines: the gray image itself (A⁺y, gray in all three channels) and deepinv 0.5.0's DDRM on the same
-  prior and the same operator (``inverse_common``: prior as a [0, 1] denoiser, the operator's SVD as a
-  ``DecomposablePhysics``), 100 NFE, η/η_b picked from two configurations by PSNR on 4 other test images.
+* the other invscore methods of ``inverse_common.INVSCORE`` at ``solve`` defaults (``auto``, MMPS, ΠGDM, DDRM,
+  DPS, DiffPIR, DAPS, PnP-DM, PnP-Flow; twisted SMC with 4 particles);
+* baselines: the gray image itself (A⁺y, gray in all three channels) and deepinv 0.5.0's DPS, DDRM, DiffPIR
+  and PosteriorDiffusion on the same prior and the same operator (``inverse_common``: prior as a [0, 1]
+  denoiser, the operator's SVD as a ``DecomposablePhysics``), 100 NFE, each configured from its grid
+  ``inverse_common.DEEPINV`` by PSNR on 4 other test images. ``tasks_table.py --tasks colorize`` runs the
+  same problem with σ_y = 0.05 and NFE curves.
 
 Metrics (``invscore.metrics``): PSNR, SSIM, LPIPS (AlexNet) against the colour ground truth, and the
 colourfulness of Hasler & Süsstrunk 2003 (M = σ_rgyb + 0.3 μ_rgyb), with the ground truth's for reference;
@@ -33,8 +35,8 @@ from pathlib import Path
 import torch
 
 import operators
-from inverse_common import (RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics, run_deepinv,
-                            run_invscore, save_grid, tune_deepinv)
+from inverse_common import (DEEPINV, INVSCORE, RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics,
+                            invscore_method, run_deepinv, run_invscore, save_grid, tune_deepinv)
 from invscore.checkpoint import load_denoiser, read_card, training_steps
 from invscore.conditional import METHODS
 from invscore.data import load
@@ -43,8 +45,6 @@ from invscore.metrics import colorfulness, summarize
 from invscore.priors import CallablePrior
 
 SUBSET_SEED = 0  # test images drawn with this seed (see the docstring)
-INVSCORE = ["projection", "mmps", "pigdm", "ddrm", "dps", "smc"]
-DDRM_CFGS = [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)]
 DINV_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 
 
@@ -82,6 +82,11 @@ def main(argv=None):
     rows, shown = [], {}
 
     def record(method, lib, config, nfe, xh, secs):
+        if not torch.isfinite(xh).all():  # reported as such, not scored (deepinv's DiffPIR at σ_y = 0)
+            rows.append(dict(method=method, library=lib, config=config, nfe=int(nfe), sec_per_img=secs / n,
+                             error="non-finite output"))
+            print(f"  {method:<11} {config:<22} NFE {nfe:>4}  non-finite output", flush=True)
+            return
         m = summarize(image_metrics(xh, x, colour=True))
         rows.append(dict(method=method, library=lib, config=config, nfe=int(nfe), sec_per_img=secs / n, **m))
         shown.setdefault(method, xh[: args.show])
@@ -90,18 +95,25 @@ def main(argv=None):
 
     record("gray (A⁺y)", "-", "baseline", 0, op.A_pinv(y), 0.0)
     for method in INVSCORE:
-        steps = 5 if args.quick else METHODS[method].steps
+        m = invscore_method(method)
+        steps = 5 if args.quick else m.steps
         xh, nfe, secs = run_invscore(prior, op, y, method, steps)
-        record(method, "invscore", f"steps={steps}" + (f",particles={SMC_PARTICLES}" if method == "smc" else ""),
-               nfe, xh, secs)
+        config = f"steps={steps}" + (f",particles={SMC_PARTICLES}" if method == "smc" else "")
+        if m.delegates:
+            picked, k = m.resolve(op, steps)
+            config = f"budget={steps} → {picked.name}, steps={k}"
+        record(method, "invscore", config, nfe, xh, secs)
 
-    # deepinv DDRM: same prior ([0, 1] wrapper), same operator (its SVD), same y (in [0, 1] units)
+    # deepinv: same prior ([0, 1] wrapper), same operator (its SVD), same y (in [0, 1] units)
     den, phys, y_u = deepinv_problem(prior, op, y)
-    y_t = op.measure(x_tune, generator=torch.Generator().manual_seed(100))
-    cfg, tuning = tune_deepinv("dinv_ddrm", DDRM_CFGS[:1] if args.quick else DDRM_CFGS, 10 if args.quick else TUNE_NFE,
-                               den, phys, operators.to_unit_measurement(op, y_t), x_tune)
-    xh, nfe, secs = run_deepinv("dinv_ddrm", cfg, 10 if args.quick else DINV_NFE, den, phys, y_u)
-    record("dinv_ddrm", "deepinv", cfg_label(cfg), nfe, xh, secs)
+    y_t = operators.to_unit_measurement(op, op.measure(x_tune, generator=torch.Generator().manual_seed(100)))
+    tuning = []
+    for method, cfgs in DEEPINV.items():
+        cfg, scores = tune_deepinv(method, cfgs[:1] if args.quick else cfgs, 10 if args.quick else TUNE_NFE,
+                                   den, phys, y_t, x_tune)
+        tuning += [(method, c, p) for c, p in scores]
+        xh, nfe, secs = run_deepinv(method, cfg, 10 if args.quick else DINV_NFE, den, phys, y_u)
+        record(method, "deepinv", cfg_label(cfg), nfe, xh, secs)
     shown["ground truth"] = x[: args.show]
     gt = summarize({"c": colorfulness((x + 1) / 2)})
     gt_c, gt_se = gt["c"], gt["c_se"]
@@ -125,13 +137,17 @@ def main(argv=None):
          "| method | library | config | NFE/img | PSNR ↑ | SSIM ↑ | LPIPS ↓ | colourfulness | s/img |",
          "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r.get("error"):
+            L.append(f"| {r['method']} | {r['library']} | {r['config']} | {r['nfe']} | {r['error']} | | | | "
+                     f"{r['sec_per_img']:.2f} |")
+            continue
         L.append(f"| {r['method']} | {r['library']} | {r['config']} | {r['nfe']} | {r['psnr']:.2f} ± {r['psnr_se']:.2f} | "
                  f"{r['ssim']:.3f} ± {r['ssim_se']:.3f} | {r['lpips']:.3f} ± {r['lpips_se']:.3f} | "
                  f"{r['colorfulness']:.3f} ± {r['colorfulness_se']:.3f} | {r['sec_per_img']:.2f} |")
     L += ["", f"Ground truth colourfulness: {gt_c:.3f} ± {gt_se:.3f}.", "",
-          "deepinv DDRM tuning (mean PSNR on 4 other test images, "
-          f"NFE {10 if args.quick else TUNE_NFE}): " + "; ".join(f"{cfg_label(c)}: {p:.2f} dB" for c, p in tuning)
-          + f" -> `{cfg_label(cfg)}`.", "",
+          f"deepinv tuning (mean PSNR on {TUNE_N} other test images, NFE {10 if args.quick else TUNE_NFE}; the best "
+          "per method is the row above): " + "; ".join(f"{m} {cfg_label(c)}: {p:.2f} dB" for m, c, p in tuning) + ".",
+          "",
           "Notes: invscore methods at `solve` defaults, untuned; SMC with "
           f"{SMC_PARTICLES} particles (the default {METHODS['smc'].defaults['particles']} would cost {METHODS['smc']().nfe()} NFE/image). A single "
           "posterior sample is scored: PSNR/LPIPS reward the posterior *mean*, so a sharp, plausible but "
@@ -141,7 +157,7 @@ def main(argv=None):
     atomic_write_text(RESULTS / f"colorization{suffix}.md", "\n".join(L))
     write_json(RESULTS / f"colorization{suffix}.json",
                dict(prior=str(args.prior), n=n, sigma_y=args.sigma_y, ground_truth_colorfulness=[gt_c, gt_se],
-                    rows=rows, tuning=[[cfg_label(c), p] for c, p in tuning], seconds=elapsed))
+                    rows=rows, tuning=[[m, cfg_label(c), p] for m, c, p in tuning], seconds=elapsed))
     from invscore.run.report import write_experiment_report  # a page to look at: the .md with its figure
     write_experiment_report(RESULTS / f"colorization{suffix}.html", f"colorization{suffix}",
                             markdown=RESULTS / f"colorization{suffix}.md",

@@ -1,5 +1,5 @@
 """Shared pieces of ``tasks_table.py`` and ``colorize.py``: one frozen invscore prior, run by invscore's
-posterior samplers and by deepinv's (0.5.0) DPS, DDRM and DiffPIR on the *same* denoiser, operator and
+posterior samplers and by deepinv's (0.5.0) DPS, DDRM, DiffPIR and PosteriorDiffusion on the *same* denoiser, operator and
 measurement, with the network calls counted for both.
 
 The conventions are bridged by the library (their docstrings give the maths): deepinv's samplers see
@@ -10,7 +10,7 @@ unit_scale=1)``: the invscore operator's own SVD as a ``DecomposablePhysics`` (K
 which deepinv's DDRM needs. The FFT blur's spectral coordinates are complex, which deepinv's DDRM cannot
 handle (it draws ``randn_like`` noise on them); a symmetric kernel has a real, even spectrum Ĥ, so the
 discrete Hartley transform (Bracewell 1983) diagonalises the same blur with the same singular values |Ĥ|
-(``operators.real_svd``). All three deepinv samplers get this one physics.
+(``operators.real_svd``). Every deepinv sampler gets this one physics.
 """
 from __future__ import annotations
 
@@ -47,6 +47,23 @@ def deepinv_problem(prior, op, y):
 SMC_PARTICLES = 4
 
 
+#: the invscore methods both image benchmarks run, at their defaults
+INVSCORE = ["auto", "mmps", "pigdm", "ddrm", "dps", "diffpir", "daps", "pnpdm", "pnpflow", "smc", "projection"]
+#: deepinv methods and their tuning grids (the best on images outside the scored set is kept); the grids were
+#: set after a first look at those tuning images, never at scored ones
+DEEPINV = {
+    "dinv_dps": [dict(guidance="norm", weight=w) for w in (100.0, 300.0, 1000.0)],
+    "dinv_ddrm": [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)],
+    "dinv_diffpir": [dict(lambda_=7.0, zeta=0.1), dict(lambda_=7.0, zeta=0.5), dict(lambda_=7.0, zeta=1.0),
+                     dict(lambda_=25.0, zeta=0.5)],
+    # PosteriorDiffusion: ΠGDM and moment-matching fidelities on deepinv's VP SDE; DPS on its VE SDE
+    "dinv_pd": [dict(fidelity="pigdm", sde="vp", solver="ddim", eta=1.0, weight=1.0),
+                dict(fidelity="mm", sde="vp", solver="ddim", eta=1.0, weight=1.0),
+                dict(fidelity="dps", sde="ve", solver="euler", weight=100.0),
+                dict(fidelity="dps", sde="ve", solver="euler", weight=300.0)],
+}
+
+
 def invscore_method(method: str):
     """The registered method as these experiments run it (defaults, but SMC with SMC_PARTICLES particles)."""
     return get_method(method, **({"particles": SMC_PARTICLES} if method == "smc" else {}))
@@ -79,13 +96,8 @@ def deepinv_sample(method: str, cfg: dict, nfe: int, den, phys, y_u, seed: int =
         # timesteps linspace(1, 0, num_steps): the DDPM solver calls the denoiser num_steps − 1 times
         return dinv.sampling.DPS(den, num_steps=nfe + 1, weight=cfg["weight"], guidance=cfg["guidance"],
                                  solver="ddpm", rng=rng, dtype=dtype, device=dev)(y_u, phys)
-    if method == "dinv_pigdm":
-        ts = torch.linspace(1, 0, nfe + 1, dtype=torch.float64)
-        solver = (dinv.sampling.DDPMSolver(timesteps=ts, rng=rng) if cfg["solver"] == "ddpm"
-                  else dinv.sampling.DDIMSolver(timesteps=ts, eta=cfg["eta"], rng=rng))
-        return dinv.sampling.PosteriorDiffusion(
-            data_fidelity=dinv.sampling.PiGDMDataFidelity(weight=cfg["weight"]), denoiser=den,
-            sde=dinv.sampling.VariancePreservingDiffusion(), solver=solver)(y_u, phys)
+    if method in ("dinv_pigdm", "dinv_pd"):
+        return _posterior_diffusion(cfg, nfe, den, rng)(y_u, phys)
     with torch.no_grad():
         if method == "dinv_ddrm":
             return dinv.sampling.DDRM(den, sigmas=np.linspace(1, 0, nfe), eta=cfg["eta"], etab=cfg["etab"])(y_u, phys)
@@ -93,6 +105,25 @@ def deepinv_sample(method: str, cfg: dict, nfe: int, den, phys, y_u, seed: int =
             return dinv.sampling.DiffPIR(den, data_fidelity=dinv.optim.data_fidelity.L2(), max_iter=nfe,
                                          zeta=cfg["zeta"], lambda_=cfg["lambda_"], device=dev)(y_u, phys)
     raise ValueError(f"unknown deepinv method {method!r}")
+
+
+def _posterior_diffusion(cfg: dict, nfe: int, den, rng):
+    """deepinv's ``PosteriorDiffusion`` (reverse SDE with a noisy data-fidelity score) from ``cfg``: fidelity
+    ``pigdm`` (ΠGDM, the default), ``dps`` or ``mm`` (moment matching); ``sde`` ``vp`` (the default) or ``ve``
+    (σ from 0.001 to 80 in [0, 1] units, deepinv's own defaults); ``solver`` ``ddpm``, ``ddim`` (with ``eta``)
+    or ``euler``; on times linspace(1, 0) that make ``nfe`` denoiser calls (VE stops at t = 10⁻³)."""
+    fid = {"pigdm": dinv.sampling.PiGDMDataFidelity, "dps": dinv.sampling.DPSDataFidelity,
+           "mm": dinv.sampling.MomentMatchingDataFidelity}[cfg.get("fidelity", "pigdm")]
+    ve = cfg.get("sde", "vp") == "ve"
+    # deepinv's Euler solver calls the denoiser at every time (the last one for the final x̂0), DDPM/DDIM
+    # at all but the last
+    ts = torch.linspace(1, 1e-3 if ve else 0, nfe + (cfg["solver"] != "euler"), dtype=torch.float64)
+    solver = {"ddpm": lambda: dinv.sampling.DDPMSolver(timesteps=ts, rng=rng),
+              "ddim": lambda: dinv.sampling.DDIMSolver(timesteps=ts, eta=cfg.get("eta", 1.0), rng=rng),
+              "euler": lambda: dinv.sampling.EulerSolver(timesteps=ts, rng=rng)}[cfg["solver"]]()
+    sde = dinv.sampling.VarianceExplodingDiffusion() if ve else dinv.sampling.VariancePreservingDiffusion()
+    return dinv.sampling.PosteriorDiffusion(data_fidelity=fid(weight=cfg["weight"]), denoiser=den, sde=sde,
+                                            solver=solver)
 
 
 def run_deepinv(method: str, cfg: dict, nfe: int, den: UnitDenoiser, phys, y_u, seed: int = 1):

@@ -1,13 +1,16 @@
-"""Four image-restoration tasks on held-out Fashion-MNIST: invscore's posterior samplers vs deepinv's DPS,
-DDRM and DiffPIR on the same frozen prior, the same operators and the same measurements, in one run
-(issue 6 §2).
+"""Image-restoration tasks on held-out images: invscore's posterior samplers vs deepinv's DPS, DDRM, DiffPIR
+and PosteriorDiffusion on the same frozen prior, the same operators and the same measurements, in one run
+(issue 6 §2, issue 14 §3).
 
 Tasks (32×32 gray, data in [-1, 1], y = A x + σ_y n with σ_y = 0.05 in data units):
 
 * ``inpaint_center`` — missing 16×16 centre box (``operators.make('inpaint_center')``);
 * ``inpaint_random`` — 70 % of pixels missing, one fixed mask (seed 0);
 * ``deblur`` — Gaussian blur σ = 1.5 px, circular (FFT), 31×31 support;
-* ``sr4`` — ×4 super-resolution by 4×4 average pooling (the SR operator of DDRM, Kawar et al. 2022).
+* ``sr4`` — ×4 super-resolution by 4×4 average pooling (the SR operator of DDRM, Kawar et al. 2022);
+* ``colorize`` — gray = channel mean, on a colour prior: ``--prior emoji --dataset emoji --tasks colorize
+  --subset-seed 0 --out-prefix tasks_table_colorize`` (the emoji test split is sorted by code point, so a
+  seeded random subset; the four tasks above are the default).
 
 Methods (one posterior sample per image, same y for every method):
 
@@ -17,7 +20,7 @@ Methods (one posterior sample per image, same y for every method):
   and projection = Song et al. 2021 imputation in the SVD basis (predictor–corrector, 2 NFE per step).
   The table uses ``solve``'s default step counts.
 * deepinv 0.5.0 (``inverse_common.run_deepinv``): DPS (DDPM solver, Chung et al. 2023), DDRM, DiffPIR
-  (Zhu et al. 2023) with the prior as a [0, 1] denoiser and the operator's own SVD as a deepinv physics
+  (Zhu et al. 2023) and PosteriorDiffusion (``dinv_pd``: ΠGDM / moment-matching / DPS fidelities) with the prior as a [0, 1] denoiser and the operator's own SVD as a deepinv physics
   (see ``inverse_common``). Table at 100 NFE. Each is tuned first: every configuration of a small grid
   (``DEEPINV``) runs at ``TUNE_NFE`` on 4 *other* test images (indices N..N+3, never scored), and the
   best mean PSNR is kept for every NFE.
@@ -30,7 +33,8 @@ Quality-vs-NFE curves: every method at NFE ∈ ``NFE_GRID`` (plus its table poin
 ``--curve-n`` images of the same set.
 
 Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py [--n 16] [--curve-n 8] [--quick]``;
-writes ``experiments/results/tasks_table.{md,csv}``, ``tasks_nfe_<task>.png`` and ``tasks_samples.png``.
+writes ``experiments/results/tasks_table.{md,csv}``, ``tasks_nfe_<task>.png`` and ``tasks_samples.png``
+(another ``--out-prefix P``: ``P_samples.png``).
 The committed run took 22 min on one CPU thread of a machine shared with a training job (``--quick``: 30 s).
 """
 from __future__ import annotations
@@ -44,7 +48,7 @@ import traceback
 import torch
 
 import operators
-from inverse_common import (RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics,
+from inverse_common import (DEEPINV, INVSCORE, RESULTS, SMC_PARTICLES, cfg_label, deepinv_problem, image_metrics,
                             invscore_method, invscore_steps, run_deepinv, run_invscore, save_grid, tune_deepinv)
 from invscore.checkpoint import load_denoiser, read_card, training_steps
 from invscore.data import load
@@ -58,13 +62,7 @@ TASKS = {  # name -> (registry name, parameters, description)
     "inpaint_random": ("inpaint_random", {"missing_ratio": 0.7, "seed": 0}, "70 % pixels missing"),
     "deblur": ("blur_gaussian_fft", {"sigma": 1.5}, "Gaussian blur σ=1.5 px (FFT)"),
     "sr4": ("sr_avgpool", {"factor": 4}, "×4 average-pool SR"),
-}
-INVSCORE = ["auto", "mmps", "pigdm", "ddrm", "dps", "diffpir", "daps", "pnpdm", "pnpflow", "smc", "projection"]
-DEEPINV = {  # candidate grids; chosen after a first look on the tuning images (never on scored images)
-    "dinv_dps": [dict(guidance="norm", weight=w) for w in (100.0, 300.0, 1000.0)],
-    "dinv_ddrm": [dict(eta=0.85, etab=1.0), dict(eta=1.0, etab=1.0)],
-    "dinv_diffpir": [dict(lambda_=7.0, zeta=0.1), dict(lambda_=7.0, zeta=0.5), dict(lambda_=7.0, zeta=1.0),
-                     dict(lambda_=25.0, zeta=0.5)],
+    "colorize": ("grayscale", {}, "gray = channel mean (colour priors: --prior emoji --dataset emoji)"),
 }
 NFE_GRID = [10, 20, 50, 100]
 DEEPINV_TABLE_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
@@ -217,7 +215,7 @@ def plot_curves(task, pts, base, path, curve_n):
         ax.set_ylabel(name)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{task}: quality vs NFE, first {curve_n} held-out Fashion-MNIST test images "
+    fig.suptitle(f"{task}: quality vs NFE, first {curve_n} held-out test images "
                  "(solid: invscore, dashed: deepinv, same prior)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -234,15 +232,16 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix, pairs=None):
     write_csv(RESULTS / f"{prefix}.csv", rows, fields=fields, float_format=".5g")
     cmd = "OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py " + " ".join(sys.argv[1:])
     L = [f"# Restoration tasks: invscore vs deepinv on the same prior ({args.prior})", "",
-         f"Prior `{args.prior}` ({training_steps(card)} training steps). First {args.n} Fashion-MNIST test "
-         f"images (held out from training), 32×32, σ_y = {SIGMA_Y} in data units [-1, 1] (deepinv: {SIGMA_Y / 2} "
+         f"Prior `{args.prior}` ({training_steps(card)} training steps). "
+         + (f"First {args.n}" if args.subset_seed is None else f"A random subset (seed {args.subset_seed}) of {args.n}")
+         + f" {args.dataset} test images (held out from training), 32×32, σ_y = {SIGMA_Y} in data units [-1, 1] (deepinv: {SIGMA_Y / 2} "
          "in [0, 1]); one posterior sample per image; the same y for every method. Mean ± s.e. over images. "
          "NFE = network evaluations per image (deepinv: counted calls of the wrapped denoiser); s/img = "
          "batched wall time / N, one CPU thread on a machine shared with a training job (timings are "
          "indicative; ratios within one run are fair).", "",
          f"Generated by `{cmd}` in {elapsed / 60:.1f} min (torch threads 1). All runs, including the NFE-curve "
          f"points (first {args.curve_n} images), are in `{prefix}.csv`; curves in `tasks_nfe_<task>.png`, "
-         "samples in `tasks_samples.png`.", ""]
+         f"samples in `{'tasks_samples.png' if prefix == 'tasks_table' else prefix + '_samples.png'}`.", ""]
     for task in TASKS:
         rs = [r for r in rows if r["task"] == task and r["role"] == "table"]
         if not rs:
@@ -289,7 +288,9 @@ def main(argv=None):
     ap.add_argument("--curve-n", type=int, default=8, help="images for the extra NFE-curve points")
     ap.add_argument("--nfe-grid", type=int, nargs="+", default=NFE_GRID)
     ap.add_argument("--tune-nfe", type=int, default=TUNE_NFE)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--tasks", nargs="+", default=[t for t in TASKS if t != "colorize"], choices=list(TASKS))
+    ap.add_argument("--subset-seed", type=int, default=None,
+                    help="score a seeded random subset of the test split (default: its first images)")
     ap.add_argument("--show", type=int, default=4, help="images per task in tasks_samples.png")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 images, NFE 10, one deepinv config")
@@ -298,11 +299,16 @@ def main(argv=None):
     if args.quick:
         args.n, args.curve_n, args.nfe_grid, args.tune_nfe, args.show = 2, 2, [10], 10, 2
     prefix = args.out_prefix or ("tasks_table_quick" if args.quick else "tasks_table")
+    samples_png = "tasks_samples.png" if prefix == "tasks_table" else f"{prefix}_samples.png"
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     D = load_denoiser(args.prior)
     card = read_card(args.prior)
-    x01, _ = load(args.dataset, "test", args.n + TUNE_N)
+    if args.subset_seed is None:
+        x01, _ = load(args.dataset, "test", args.n + TUNE_N)
+    else:
+        xa, _ = load(args.dataset, "test")
+        x01 = xa[torch.randperm(len(xa), generator=torch.Generator().manual_seed(args.subset_seed))[:args.n + TUNE_N]]
     x_all = x01 * 2 - 1  # [0, 1] -> the prior's data space
     x, x_tune = x_all[: args.n], x_all[args.n: args.n + (2 if args.quick else TUNE_N)]
     prior = CallablePrior(D, data_shape=tuple(x.shape[1:]))
@@ -324,12 +330,12 @@ def main(argv=None):
         write_outputs(rows, tuning, args, card, time.perf_counter() - start, prefix, pairs)  # partial results survive
     if not args.quick:  # rows: truth, measurement, methods; columns: the first --show images of each task
         labels = [k for k in figs[0] if all(k in f for f in figs)]
-        save_grid([torch.cat([f[k] for f in figs]) for k in labels], labels, RESULTS / "tasks_samples.png",
+        save_grid([torch.cat([f[k] for f in figs]) for k in labels], labels, RESULTS / samples_png,
                   "one posterior sample per method (table runs); column blocks: " + ", ".join(args.tasks))
     elapsed = time.perf_counter() - start
     write_outputs(rows, tuning, args, card, elapsed, prefix, pairs)
     from invscore.run.report import write_experiment_report  # a page to look at: tables, quality-vs-NFE plots
-    figures = [RESULTS / f"tasks_nfe_{t}.png" for t in args.tasks] + [RESULTS / "tasks_samples.png"]
+    figures = [RESULTS / f"tasks_nfe_{t}.png" for t in args.tasks] + [RESULTS / samples_png]
     figures = [] if args.quick else figures  # --quick draws no figures; older ones would mislead
     write_experiment_report(RESULTS / f"{prefix}.html", prefix, markdown=RESULTS / f"{prefix}.md", figures=figures)
     print(f"\nwrote {RESULTS}/{prefix}.{{md,csv,html}} in {elapsed / 60:.1f} min")

@@ -1,0 +1,51 @@
+"""The image benchmarks' deepinv side (experiments/inverse_common.py, tasks_table.py): every tuned deepinv
+configuration runs on the shipped prior and calls the denoiser exactly the NFE it is charged with."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    sys.path.insert(0, str(ROOT / "experiments"))  # the scripts import each other by module name
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    pytest.importorskip("deepinv")
+    import operators
+    from invscore.checkpoint import load_denoiser
+    from invscore.priors import CallablePrior
+    ic, tt = _load("inverse_common"), _load("tasks_table")
+    prior = CallablePrior(load_denoiser("fashion_mnist"), data_shape=(1, 32, 32))
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    op = operators.make("inpaint_center", img_size=(1, 32, 32), noise=0.05)
+    y = op.measure(x, generator=torch.Generator().manual_seed(1))
+    return ic, tt, ic.deepinv_problem(prior, op, y)
+
+
+def test_every_deepinv_config_is_charged_its_denoiser_calls(problem):
+    ic, tt, (den, phys, y_u) = problem
+    assert set(tt.DEEPINV) == {"dinv_dps", "dinv_ddrm", "dinv_diffpir", "dinv_pd"}
+    for method, cfgs in tt.DEEPINV.items():
+        for cfg in cfgs if method == "dinv_pd" else cfgs[:1]:
+            x, calls, _ = ic.run_deepinv(method, cfg, 4, den, phys, y_u)
+            assert calls == 4, (method, cfg, calls)
+            assert x.shape == (1, 1, 32, 32) and torch.isfinite(x).all(), (method, cfg)
+
+
+def test_unknown_fidelity_is_refused(problem):
+    ic, _, (den, phys, y_u) = problem
+    with pytest.raises(KeyError):
+        ic.run_deepinv("dinv_pd", dict(fidelity="nope", solver="ddim", weight=1.0), 2, den, phys, y_u)
