@@ -22,14 +22,16 @@ __all__ = ["AutoMethod", "RULES", "operator_kind"]
 #: random 23.79 against 22.75); deblur (FFT): DDRM at every budget (22.39 at 10 against ΠGDM's 21.73, 22.94
 #: at 20; 16 images: 23.68 at 50, 23.75 at 100, PnP-DM 23.29); ×4 SR: MMPS at 10–20 (18.12 / 19.17),
 #: PnP-Flow from 50 (19.34 at 50 against MMPS-20's 19.17, a thin margin; 16 images at 100: 20.99, PnP-DM 20.08,
-#: DDRM-50 19.29; its LPIPS is worse, 0.056 against DDRM-50's 0.045); colorization: DDRM from 50 (23.53 dB
-#: against MMPS-20's 21.76, LPIPS both 0.073), DPS at 100 (24.50 dB, LPIPS 0.063). DiffPIR and DAPS lead on
-#: no task at their defaults. Kinds without a table fall back to DDRM (SVD), ΠGDM (linear) and DPS.
+#: DDRM-50 19.29; its LPIPS is worse, 0.056 against DDRM-50's 0.045); colorization (tasks_table_colorize.md,
+#: 32 emoji test images, σ_y = 0.05; the same order at σ_y = 0, colorization.md): DDRM below 100 (curve images:
+#: 23.27 dB at 10 NFE against MMPS's 20.06; table: DDRM-50 22.79 against MMPS-20's 21.11), PnP-Flow at 100
+#: (24.82 dB, LPIPS 0.061, the best run at ≤ 100 NFE; DPS 23.43; at σ_y = 0 25.70 against DPS's 24.50). DiffPIR and DAPS lead on no task at their defaults. Kinds without a table fall back to DDRM (SVD),
+#: ΠGDM (linear) and DPS.
 RULES: dict[str, list[tuple[int, str, int]]] = {
     "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
     "deblur": [(1, "ddrm", 100)],
     "superres": [(1, "mmps", 20), (50, "pnpflow", 20)],
-    "colorize": [(1, "mmps", 20), (50, "ddrm", 50), (100, "dps", 100)],
+    "colorize": [(1, "ddrm", 100), (100, "pnpflow", 20)],
     "svd": [(1, "ddrm", 50)],
     "linear": [(1, "pigdm", 50)],
     "nonlinear": [(1, "dps", 1000)],
