@@ -22,7 +22,7 @@ import torch
 
 import operators
 from inverse_common import RESULTS, image_metrics
-from invscore.checkpoint import load_denoiser
+from invscore.checkpoint import load_denoiser, training_steps
 from invscore.conditional import solve
 from invscore.data import load
 from invscore.io import atomic_write_text, write_csv
@@ -98,7 +98,7 @@ def main(argv=None):
          f"PSNR {vae['eval_test_reconstruction_psnr_db']} dB (512 images).",
          f"- Latent prior `{card['name']}`: {card['parameters']:,} parameters, {card['steps']} steps "
          f"({card['training_time_s']:.0f} s). Pixel prior `{args.pixel}`: {pixel_net.card['parameters']:,} parameters, "
-         f"{pixel_net.card['steps']} steps.",
+         f"{training_steps(pixel_net.card)} steps.",
          f"- Ceiling of any latent method, 𝒟(E(x)) of the true images: PSNR {float(ceiling['psnr'].mean()):.2f} dB, "
          f"LPIPS {float(ceiling['lpips'].mean()):.4f}.",
          f"- One forward + backward pass at batch {args.n}: decoder {t['decoder'] * 1e3:.0f} ms, latent UNet "
