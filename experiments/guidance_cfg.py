@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import operators  # noqa: E402
-from invscore.checkpoint import load_classifier, load_denoiser  # noqa: E402
+from invscore.checkpoint import load_classifier, load_denoiser, training_steps  # noqa: E402
 from invscore.conditional import ClassifierFreeGuidance, ClassifierGuidance, Guided, solve  # noqa: E402
 from invscore.data import load  # noqa: E402
 from invscore.io import atomic_write_text, from_data  # noqa: E402
@@ -179,7 +179,7 @@ def main(argv=None):
     inp = inpainting(nets, judge, [("classifier", 0), ("classifier", args.inpaint_gamma), ("free", 0),
                                    ("free", args.inpaint_weight)], args.n_inpaint, args.seed, print)
     info = {"minutes": (time.perf_counter() - t0) / 60, "judge_accuracy": jinfo["test_accuracy"],
-            "uncond_steps": nets["uncond"].card["steps"], "cond_steps": nets["cond"].card["steps"]}
+            "uncond_steps": training_steps(nets["uncond"].card), "cond_steps": training_steps(nets["cond"].card)}
     write(gen, inp, grids, info, args, Path(args.out))
     print(f"wrote {args.out}.md")
 
