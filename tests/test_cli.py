@@ -84,8 +84,9 @@ def test_generate_with_class_guidance(ckpts, tmp_path):
 def test_override_beats_flag_and_is_recorded(ckpts, tmp_path):
     out = tmp_path / "r"
     assert _run(["inpaint", "--prior", ckpts["gray"], "--out", out, *FAST, "steps=3", "method=ddrm", "samples=2"])[0] == 0
-    s = _check_run(out, n_rows=4)  # 2 images × 2 samples
+    s = _check_run(out, n_rows=6)  # 2 images × (2 samples + their mean)
     assert (s["steps"], s["nfe"], s["method"]) == (3, 3, "ddrm")
+    assert set(s["metrics_posterior_mean"]) == {"psnr", "ssim", "lpips"}
     assert s["config"]["steps"] == 3 and "steps=3" in s["overrides"]
 
 

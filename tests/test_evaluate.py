@@ -128,3 +128,26 @@ def test_a_failing_metric_keeps_the_samples_and_marks_the_run_incomplete(prior, 
     monkeypatch.setattr(invscore.metrics, "compute_all", real)
     assert main(["evaluate", "--prior", prior, *TINY, "--resume", "broken"]) == 0
     assert _read(tmp_path / "broken")[1]["complete"] is True
+
+
+def test_several_samples_are_also_scored_as_their_posterior_mean(tmp_path):
+    """With k samples per image, each image gets a row ``sample = mean``: the metrics of the k samples' mean
+    (here PSNR 20 log10(1 / 0.025) = 32.04 dB for samples off by +0.1 and -0.05), its PNG, and its own summary."""
+    import math
+    import torch
+    import operators
+    from invscore.run.outputs import score_batch, write_inverse
+    x01 = torch.full((2, 1, 32, 32), 0.5)
+    x_hat = torch.stack([x01 + 0.1, x01 - 0.05], 1).flatten(0, 1)  # image i's samples at rows 2i, 2i + 1
+    op = operators.make("inpaint_center", img_size=(1, 32, 32), noise=0.05)
+    y = op.A(x01 * 2 - 1)
+    out = score_batch(x_hat, x01, y, op, ["a", "b"], 0, 2, 2, tmp_path)
+    rows = {(r["image"], r["sample"]): r for r in out["rows"]}
+    assert set(rows) == {(i, j) for i in "ab" for j in (0, 1, "mean")}
+    for i in "ab":
+        assert rows[i, 0]["psnr"] == pytest.approx(20.0, abs=1e-3) and rows[i, 1]["psnr"] == pytest.approx(26.02, abs=1e-2)
+        assert rows[i, "mean"]["psnr"] == pytest.approx(20 * math.log10(1 / 0.025), abs=1e-2)
+    assert (tmp_path / "samples" / "001_mean.png").is_file()
+    s = write_inverse([out], tmp_path, grid_scale=1, k=2)
+    assert s["metrics"]["psnr"] == pytest.approx(23.01, abs=1e-2)  # the samples' mean PSNR, not the mean's
+    assert s["metrics_posterior_mean"]["psnr"] == pytest.approx(32.04, abs=1e-2)

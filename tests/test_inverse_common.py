@@ -49,3 +49,22 @@ def test_unknown_fidelity_is_refused(problem):
     ic, _, (den, phys, y_u) = problem
     with pytest.raises(KeyError):
         ic.run_deepinv("dinv_pd", dict(fidelity="nope", solver="ddim", weight=1.0), 2, den, phys, y_u)
+
+
+def test_posterior_mean_rows_average_k_independent_samples_at_k_times_the_nfe():
+    """run_invscore(k=3) = the mean of the 3 samples solve draws for y repeated 3 times, charged 3 × the NFE."""
+    pytest.importorskip("deepinv")
+    import operators
+    from invscore.checkpoint import load_denoiser
+    from invscore.conditional import solve
+    from invscore.priors import CallablePrior
+    ic = _load("inverse_common")
+    prior = CallablePrior(load_denoiser("fashion_mnist"), data_shape=(1, 32, 32))
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    op = operators.make("inpaint_center", img_size=(1, 32, 32), noise=0.05)
+    y = op.measure(x, generator=torch.Generator().manual_seed(1))
+    mean, nfe, _ = ic.run_invscore(prior, op, y, "ddrm", 3, seed=5, k=3)
+    ref = solve(prior, op, y.repeat_interleave(3, 0), method="ddrm", steps=3, generator=torch.Generator().manual_seed(5))
+    assert nfe == 3 * ref.nfe and mean.shape == x.shape
+    assert torch.allclose(mean, ref.x.reshape(2, 3, 1, 32, 32).mean(1))
+    assert ref.x[0].sub(ref.x[1]).abs().max() > 1e-3  # the 3 draws of one y differ: the mean is not one sample

@@ -30,6 +30,10 @@ def _report(summary: dict) -> str:
             parts.append(fmt.format(m[key]))
     if m and m.get("lpips") is None:
         parts.append("LPIPS unavailable")
+    pm = summary.get("metrics_posterior_mean") or {}
+    if pm.get("psnr") is not None:
+        parts.append(f"their posterior mean (of {summary.get('samples_per_image')}): PSNR {pm['psnr']:.2f} dB"
+                     + (f", LPIPS {pm['lpips']:.3f}" if pm.get("lpips") is not None else ""))
     if "class_accuracy" in summary:
         parts.append(f"class {summary['class']} accuracy {summary['class_accuracy']:.2f}")
     return ", ".join(parts) + f"\n  results: {summary['run_dir']}/ (report.html, grid.png, metrics.csv, summary.json)"

@@ -2,7 +2,8 @@
 
 A run directory holds ``grid.png`` (labelled columns: measurement | samples | posterior mean and per-pixel
 std when there are several samples | ground truth | A⁺y), ``metrics.csv`` (per image and sample),
-``summary.json`` (means, NFE, seconds, resolved config; written last, so a directory is complete exactly when
+``summary.json`` (means, NFE, seconds, resolved config; with several samples per image also the metrics of
+their posterior mean, rows ``sample = mean`` in ``metrics.csv``; written last, so a directory is complete exactly when
 its summary says ``"complete": true``; a failed or interrupted run's says ``false``), ``config.yaml``,
 ``samples/*.png``, ``report.html`` (:mod:`invscore.run.report`) and ``batches/`` (one record per finished
 batch, which ``evaluate --resume`` reuses).
@@ -74,28 +75,36 @@ def score_batch(x_hat, x01, y, op, names, lo: int, k: int, grid_rows: int, run_d
     """Write one batch's sample PNGs, then score its ``k`` samples per image (rows ``lo …`` of the input)
     against the ground truth ``x01`` and the pseudo-inverse baseline A⁺y; returns its metric rows and its
     first grid rows (:func:`grid_columns`). The PNGs come first so that a failing metric cannot cost them.
-    Without LPIPS weights, or on images too small for it, the rows say ``lpips: None`` (with a warning)."""
+    Without LPIPS weights, or on images too small for it, the rows say ``lpips: None`` (with a warning).
+
+    With ``k`` > 1 each image also gets a row ``sample = "mean"`` (and ``NNN_mean.png``): the metrics of
+    the k samples' mean, a Monte-Carlo posterior-mean (MMSE) estimate, E‖x̄_k − x‖² = (1 + 1/k) MMSE for
+    exact samples against 2 MMSE for one sample: higher PSNR, blurrier (higher LPIPS)."""
     from ..metrics import compute_all
     samples = x_hat.view(x01.shape[0], k, *x_hat.shape[1:])
+    mean = samples.mean(1) if k > 1 else None
     for i in range(x01.shape[0]):
         for j in range(k):
             io.save_png(samples[i, j], run_dir / "samples" / f"{lo + i:03d}_{j}.png")
+        if mean is not None:
+            io.save_png(mean[i], run_dir / "samples" / f"{lo + i:03d}_mean.png")
     pinv = io.from_data(op.A_pinv(y)).cpu()
-    per = compute_all(x_hat, x01.repeat_interleave(k, 0), lpips_nets={"lpips": "alex"}, colour=False,
-                      on_missing="warn")
+    scored = x_hat if mean is None else torch.cat([x_hat, mean])  # one metric pass (one LPIPS warning)
+    truth = x01.repeat_interleave(k, 0) if mean is None else torch.cat([x01.repeat_interleave(k, 0), x01])
+    per = compute_all(scored, truth, lpips_nets={"lpips": "alex"}, colour=False, on_missing="warn")
     base = compute_all(pinv, x01, lpips_nets=(), colour=False)
     view = measurement_view(op, y).cpu()
     rows, grid = [], []
     for i in range(x01.shape[0]):
-        for j in range(k):
-            r = i * k + j
+        for j in [*range(k), *(["mean"] if mean is not None else [])]:
+            r = x_hat.shape[0] + i if j == "mean" else i * k + j
             rows.append({"image": names[lo + i], "sample": j,
                          **{m: float(per[m][r]) if m in per else None for m in ("psnr", "ssim", "lpips")},
                          "baseline_psnr": float(base["psnr"][i]),
                          "baseline_ssim": float(base["ssim"][i]) if "ssim" in base else None})
         if lo + i < grid_rows:
             # the sample std of the posterior draws, per pixel: where the method is unsure
-            stats = [samples[i].mean(0), (samples[i].std(0) * STD_GAIN).clamp(0, 1)] if k > 1 else []
+            stats = [mean[i], (samples[i].std(0) * STD_GAIN).clamp(0, 1)] if k > 1 else []
             grid.append([view[i], *samples[i], *stats, x01[i], pinv[i]])
     return {"rows": rows, "grid": grid}
 
@@ -167,11 +176,16 @@ def save_labelled_grid(rows, labels, path: Path, scale: int, pad: int = 2) -> Pa
 
 def write_inverse(done: list[dict], run_dir: Path, grid_scale: int, k: int = 1) -> dict:
     """Merge the batches' rows (in batch order) into ``metrics.csv`` and the labelled ``grid.png``; returns
-    the means."""
+    the means over the samples (``metrics``) and, with k > 1, over the posterior means
+    (``metrics_posterior_mean``)."""
     rows = [r for d in done for r in d["rows"]]
     io.write_csv(run_dir / "metrics.csv", rows)
     save_labelled_grid([g for d in done for g in d["grid"]], grid_columns(k), run_dir / "grid.png", grid_scale)
-    return {"metrics": {m: _mean([r[m] for r in rows]) for m in _MEANS},
+    draws = [r for r in rows if r["sample"] != "mean"]
+    means = [r for r in rows if r["sample"] == "mean"]
+    return {"metrics": {m: _mean([r[m] for r in draws]) for m in _MEANS},
+            **({"metrics_posterior_mean": {m: _mean([r[m] for r in means]) for m in ("psnr", "ssim", "lpips")}}
+               if means else {}),
             "lpips_available": all(r["lpips"] is not None for r in rows)}
 
 

@@ -105,13 +105,17 @@ def _grid(run_dir: Path, s: dict) -> str:
 
 
 def _metrics(run_dir: Path, s: dict) -> str:
-    m = s.get("metrics") or {}
+    m, pm = s.get("metrics") or {}, s.get("metrics_posterior_mean")
     out = ""
     if m:  # each mean's row is named (data-key) so a reader of the DOM can match it to summary.json
-        rows = "".join(f"<tr class='metric' data-key='{key}'><td class='l'>{_esc(label)}</td>{_num(m.get(key))}</tr>"
+        rows = "".join(f"<tr class='metric' data-key='{key}'><td class='l'>{_esc(label)}</td>{_num(m.get(key))}"
+                       + ((_num(pm[key]) if key in pm else "<td></td>") if pm is not None else "") + "</tr>"
                        for key, label in _METRICS if key in m)
-        out += ("<h2>Metrics</h2><p>means over every image and sample</p><table class='means'>"
-                f"<tr><th class='l'>metric</th><th>mean</th></tr>{rows}</table>")
+        head = "<th>mean</th>" + ("<th>posterior mean of the samples</th>" if pm is not None else "")
+        note = (f"; right: the metrics of each image's mean of its {s.get('samples_per_image')} samples "
+                "(a posterior-mean estimate: higher PSNR, blurrier)") if pm is not None else ""
+        out += (f"<h2>Metrics</h2><p>means over every image and sample{note}</p><table class='means'>"
+                f"<tr><th class='l'>metric</th>{head}</tr>{rows}</table>")
     path = run_dir / "metrics.csv"
     if path.is_file():
         with open(path, newline="") as f:
