@@ -18,7 +18,8 @@ Methods (one posterior sample per image, same y for every method):
   grid, one CG iteration), ΠGDM (Song et al. 2023), DDRM (Kawar et al.
   2022), DPS (Chung et al. 2023), twisted SMC with 4 particles (default 16 would cost 800 NFE/image),
   and projection = Song et al. 2021 imputation in the SVD basis (predictor–corrector, 2 NFE per step).
-  The table uses ``solve``'s default step counts.
+  The table uses ``solve``'s default step counts. ``auto_mean4`` / ``ddrm_mean4``: the mean of 4 samples of
+  ``auto`` / DDRM at a quarter of the NFE each (100 NFE in all), a posterior-mean estimate, compared apart.
 * deepinv 0.5.0 (``inverse_common.run_deepinv``): DPS (DDPM solver, Chung et al. 2023), DDRM, DiffPIR
   (Zhu et al. 2023) and PosteriorDiffusion (``dinv_pd``: ΠGDM / moment-matching / DPS fidelities) with the prior as a [0, 1] denoiser and the operator's own SVD as a deepinv physics
   (see ``inverse_common``). Table at 100 NFE. Each is tuned first: every configuration of a small grid
@@ -35,7 +36,7 @@ Quality-vs-NFE curves: every method at NFE ∈ ``NFE_GRID`` (plus its table poin
 Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py [--n 16] [--curve-n 8] [--quick]``;
 writes ``experiments/results/tasks_table.{md,csv}``, ``tasks_nfe_<task>.png`` and ``tasks_samples.png``
 (another ``--out-prefix P``: ``P_samples.png``).
-The committed run took 22 min on one CPU thread of a machine shared with a training job (``--quick``: 30 s).
+The committed run took 50 min on one CPU thread beside the colorize run (``--quick``: 30 s).
 """
 from __future__ import annotations
 
@@ -67,11 +68,14 @@ TASKS = {  # name -> (registry name, parameters, description): the gray tasks, w
 COLOUR_TASKS = {"colorize": ("grayscale", {}, "gray = channel mean (colour priors: --prior emoji --dataset emoji)")}
 ALL_TASKS = {**TASKS, **COLOUR_TASKS}
 NFE_GRID = [10, 20, 50, 100]
+#: posterior-mean rows: METHOD_mean4 = the mean of MEAN_K samples of METHOD at 1/MEAN_K of the NFE each
+MEAN_K, MEAN_OF = 4, ["auto", "ddrm"]
+MEANS = [f"{m}_mean{MEAN_K}" for m in MEAN_OF]
 DEEPINV_TABLE_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 
 
 def table_nfe(method: str) -> int:
-    if method.startswith("dinv_"):
+    if method.startswith("dinv_") or method in MEANS:
         return DEEPINV_TABLE_NFE
     m = invscore_method(method)
     return m.steps if m.delegates else m.nfe()  # auto: its budget; else default steps × declared NFE per step
@@ -118,15 +122,18 @@ def run_task(task, prior, x, x_tune, args, log):
                                              operators.to_unit_measurement(op, y_t), x_tune, log)
         tuning += [dict(task=task, method=method, config=cfg_label(c), psnr=p) for c, p in scores]
 
-    methods = INVSCORE + list(DEEPINV)
+    methods = INVSCORE + MEANS + list(DEEPINV)
     for method in methods:
+        base, k = (method.rsplit("_mean", 1)[0], MEAN_K) if method in MEANS else (method, 1)
         t_nfe = args.nfe_grid[0] if args.quick else table_nfe(method)
-        for nfe in sorted(set(args.nfe_grid) | {t_nfe}):
+        for nfe in sorted(n for n in set(args.nfe_grid) | {t_nfe} if n == t_nfe or n >= 5 * k):
             role = "table" if nfe == t_nfe else "curve"
             n_img = x.shape[0] if role == "table" else min(args.curve_n, x.shape[0])
             lib = "deepinv" if method.startswith("dinv_") else "invscore"
             config = cfg_label(tuned[method]) if lib == "deepinv" else (
-                (f"budget={nfe}" if method == "auto" else f"steps={invscore_steps(method, nfe)}") + (f",particles={SMC_PARTICLES}" if method == "smc" else "")
+                (f"{k} × " if k > 1 else "")
+                + (f"budget={nfe // k}" if base == "auto" else f"steps={invscore_steps(base, nfe // k)}")
+                + (f",particles={SMC_PARTICLES}" if method == "smc" else "")
                 + (",Hartley basis" if method == "smc" and isinstance(op, operators.BlurFFT) else ""))
             t0 = time.perf_counter()
             try:
@@ -134,9 +141,9 @@ def run_task(task, prior, x, x_tune, args, log):
                     xh, got, secs = run_deepinv(method, tuned[method], nfe, den, phys, y_u[:n_img])
                 else:
                     # SMC moves a symmetric FFT blur into its real Hartley basis itself (operators.HartleyBlur)
-                    xh, got, secs = run_invscore(prior, op, y[:n_img], method, invscore_steps(method, nfe))
-                if method == "auto":
-                    picked, steps = invscore_method("auto").resolve(op, nfe)
+                    xh, got, secs = run_invscore(prior, op, y[:n_img], base, invscore_steps(base, nfe // k), k=k)
+                if base == "auto":
+                    picked, steps = invscore_method("auto").resolve(op, nfe // k)
                     config += f" → {picked.name}, steps={steps}"
                 record(lib, method, config, got, xh, secs, role, n_img)
             except Exception as err:  # noqa: BLE001 - report, don't hide
@@ -146,12 +153,13 @@ def run_task(task, prior, x, x_tune, args, log):
     return rows, tuning, per_image, shown
 
 
-def paired(rows, per_image, task, max_nfe=100, role="table", theirs=None):
+def paired(rows, per_image, task, max_nfe=100, role="table", theirs=None, means=False):
     """invscore's best untuned run at ≤ ``max_nfe`` NFE vs deepinv's best (``theirs``: (method, nfe) to fix
     it), by mean PSNR, among runs of ``role`` on the same images: the per-image differences' mean and 95 %
-    interval (mean ± 1.96 s.e.) for PSNR and LPIPS; ``None`` when a side is missing."""
+    interval (mean ± 1.96 s.e.) for PSNR and LPIPS; ``None`` when a side is missing. invscore's side is its
+    single samples, or with ``means`` its posterior-mean rows (``MEANS``)."""
     runs = [r for r in rows if r["task"] == task and r["role"] == role and not r["error"] and "psnr" in r]
-    ours = [r for r in runs if r["library"] == "invscore" and r["nfe"] <= max_nfe]
+    ours = [r for r in runs if r["library"] == "invscore" and r["nfe"] <= max_nfe and (r["method"] in MEANS) == means]
     other = [r for r in (runs if theirs is None else rows) if r["library"] == "deepinv" and not r["error"]
              and "psnr" in r and (theirs is None or (r["method"], r["nfe"]) == theirs)]
     if not ours or not other:
@@ -172,7 +180,9 @@ def paired_lines(pairs) -> list[str]:
     L = ["## invscore's best untuned vs deepinv's best tuned (paired, same images and y)", "",
          "Per-image differences invscore − deepinv, mean [95 % interval = mean ± 1.96 s.e.]; PSNR higher and "
          "LPIPS lower favour invscore. Row 1 of each task: table runs at ≤ 100 NFE (all scored images); row 2: "
-         "invscore at ≤ 10 NFE vs deepinv's DDRM at 20 (curve runs, first --curve-n images).", "",
+         "invscore at ≤ 10 NFE vs deepinv's DDRM at 20 (curve runs, first --curve-n images); row 3: invscore's "
+         f"posterior-mean rows (the mean of {MEAN_K} samples at a quarter of the NFE each, a different estimator: "
+         "lower error, blurrier) at ≤ 100 NFE vs deepinv's best single sample.", "",
          "| task | invscore | deepinv | n | ΔPSNR (dB) | ΔLPIPS |", "|---|---|---|---|---|---|"]
     for task, items in pairs.items():
         for p in items:
@@ -204,9 +214,9 @@ def plot_curves(task, pts, base, path, curve_n):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = plt.get_cmap("tab20").colors  # 20 colours: the default cycle's 10 repeat across 17 methods
     for i, (method, p) in enumerate(sorted(pts.items(), key=lambda kv: (kv[0].startswith("dinv_"), kv[0]))):
-        ls, mk = ("--", "s") if method.startswith("dinv_") else ("-", "o")
+        ls, mk = ("--", "s") if method.startswith("dinv_") else (":", "^") if method in MEANS else ("-", "o")
         for ax, j in zip(axes, (1, 2)):
             ax.plot([q[0] for q in p], [q[j] for q in p], ls, marker=mk, ms=4, color=colors[i % len(colors)],
                     label=method)
@@ -218,7 +228,7 @@ def plot_curves(task, pts, base, path, curve_n):
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{task}: quality vs NFE, first {curve_n} held-out test images "
-                 "(solid: invscore, dashed: deepinv, same prior)", fontsize=9)
+                 f"(solid: invscore, dotted: invscore's mean of {MEAN_K} samples, dashed: deepinv, same prior)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -237,7 +247,7 @@ def write_outputs(rows, tuning, args, card, elapsed, prefix, pairs=None):
          f"Prior `{args.prior}` ({training_steps(card)} training steps). "
          + (f"First {args.n}" if args.subset_seed is None else f"A random subset (seed {args.subset_seed}) of {args.n}")
          + f" {args.dataset} test images (held out from training), 32×32, σ_y = {SIGMA_Y} in data units [-1, 1] (deepinv: {SIGMA_Y / 2} "
-         "in [0, 1]); one posterior sample per image; the same y for every method. Mean ± s.e. over images. "
+         "in [0, 1]); one posterior sample per image (`*_mean4` rows: the mean of 4 samples, each at a quarter of the NFE); the same y for every method. Mean ± s.e. over images. "
          "NFE = network evaluations per image (deepinv: counted calls of the wrapped denoiser); s/img = "
          "batched wall time / N, one CPU thread on a machine shared with a training job (timings are "
          "indicative; ratios within one run are fair).", "",
@@ -322,7 +332,8 @@ def main(argv=None):
         rows += r
         tuning += t
         pairs[task] = [paired(r, per_image, task),
-                       paired(r, per_image, task, max_nfe=10, role="curve", theirs=("dinv_ddrm", 20))]
+                       paired(r, per_image, task, max_nfe=10, role="curve", theirs=("dinv_ddrm", 20)),
+                       paired(r, per_image, task, means=True)]
         pts = curve_points(r, per_image, args.curve_n)
         m0 = per_image.get(("measurement", 0))
         base = (float(m0["psnr"][: args.curve_n].mean()), float(m0["lpips"][: args.curve_n].mean()))
