@@ -34,7 +34,7 @@ import torch
 
 import operators
 from inverse_common import RESULTS, image_metrics, invscore_method, invscore_steps
-from invscore.checkpoint import load_classifier, load_denoiser, read_card, training_steps
+from invscore.checkpoint import load_classifier, load_denoiser, read_card, training_seconds, training_steps
 from invscore.conditional import solve
 from invscore.data import load
 from invscore.io import atomic_write_text, write_csv
@@ -135,8 +135,7 @@ def write(rows, pairs, cards, args, elapsed, prefix, gen=()):
          "|---|---|---|---|---|"]
     for fam, c in cards.items():
         mse = c.get("eval_test_mse_by_sigma", {})
-        secs = (c.get("training_time_s") or 0) + ((c.get("initialised_from") or {}).get("training_time_s") or 0)
-        L.append(f"| {c['name']} | {c.get('family', 'score')} | {training_steps(c)} | {secs:.0f} | "
+        L.append(f"| {c['name']} | {c.get('family', 'score')} | {training_steps(c)} | {training_seconds(c) or math.nan:.0f} | "
                  + " / ".join(f"{mse.get(s, math.nan):.4f}" for s in ("0.05", "0.5", "2", "20")) + " |")
     if gen:
         nfes = sorted({n for v in GEN.values() for n in v})

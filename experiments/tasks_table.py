@@ -70,7 +70,7 @@ ALL_TASKS = {**TASKS, **COLOUR_TASKS}
 NFE_GRID = [10, 20, 50, 100]
 #: posterior-mean rows: METHOD_mean4 = the mean of MEAN_K samples of METHOD at 1/MEAN_K of the NFE each
 MEAN_K, MEAN_OF = 4, ["auto", "ddrm"]
-MEANS = [f"{m}_mean{MEAN_K}" for m in MEAN_OF]
+MEANS = {f"{m}_mean{MEAN_K}": m for m in MEAN_OF}  # row name -> the method averaged
 DEEPINV_TABLE_NFE, TUNE_NFE, TUNE_N = 100, 50, 4
 
 
@@ -122,10 +122,11 @@ def run_task(task, prior, x, x_tune, args, log):
                                              operators.to_unit_measurement(op, y_t), x_tune, log)
         tuning += [dict(task=task, method=method, config=cfg_label(c), psnr=p) for c, p in scores]
 
-    methods = INVSCORE + MEANS + list(DEEPINV)
+    methods = INVSCORE + list(MEANS) + list(DEEPINV)
     for method in methods:
-        base, k = (method.rsplit("_mean", 1)[0], MEAN_K) if method in MEANS else (method, 1)
+        base, k = MEANS.get(method, method), MEAN_K if method in MEANS else 1
         t_nfe = args.nfe_grid[0] if args.quick else table_nfe(method)
+        # a mean's curve points need >= 5 NFE per sample: fewer steps make a mean of noise
         for nfe in sorted(n for n in set(args.nfe_grid) | {t_nfe} if n == t_nfe or n >= 5 * k):
             role = "table" if nfe == t_nfe else "curve"
             n_img = x.shape[0] if role == "table" else min(args.curve_n, x.shape[0])

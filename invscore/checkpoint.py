@@ -108,6 +108,16 @@ def training_steps(card: dict[str, Any]) -> int | str:
     return own + before if isinstance(before, int) else own
 
 
+def training_seconds(card: dict[str, Any]) -> float | None:
+    """Training wall seconds behind a checkpoint, counted as :func:`training_steps` counts steps: its own
+    run's ``training_time_s`` plus its ``initialised_from``'s; ``None`` when the card has none."""
+    own = card.get("training_time_s")
+    if not isinstance(own, (int, float)):
+        return None
+    before = (card.get("initialised_from") or {}).get("training_time_s")
+    return own + before if isinstance(before, (int, float)) else own
+
+
 #: what a model card must hold (``save_model`` writes them); ``image_size`` and ``channels`` positive integers
 CARD_KEYS = ("arch", "kind", "image_size", "channels")
 

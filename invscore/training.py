@@ -289,9 +289,9 @@ def _init_from(model: nn.Module, cfg: dict, source: str) -> dict[str, Any]:
                          "pass the flags that rebuild it (see the card's hyperparameters)")
     loaded = ckpt.load_denoiser(source) if card.get("kind") == "denoiser" else ckpt.load_classifier(source)
     model.load_state_dict(loaded.state_dict())
-    # steps = all the source's training (its own fine-tunes included), so chained fine-tunes add up
+    # steps and seconds = all the source's training (its own fine-tunes included), so chained fine-tunes add up
     return {"checkpoint": str(source), "name": card.get("name"), "steps": ckpt.training_steps(card),
-            "training_time_s": card.get("training_time_s")}
+            "training_time_s": ckpt.training_seconds(card)}
 
 
 def train(args, data=None) -> dict[str, Any]:

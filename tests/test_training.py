@@ -159,6 +159,9 @@ def test_init_starts_from_a_checkpoint_and_refuses_another_arch(tmp_path, capsys
     assert training_steps(read_card(tmp_path / "b" / "ema.safetensors")) == 1 + 3 and training_steps(read_card(src)) == 3
     train(_args(tmp_path / "b2", "--steps", "2", "--init", str(tmp_path / "b" / "ema.safetensors")), data=(x, None))
     assert training_steps(read_card(tmp_path / "b2" / "ema.safetensors")) == 2 + 1 + 3  # a chain of fine-tunes adds up
+    from invscore.checkpoint import training_seconds
+    cards = [read_card(tmp_path / d / "ema.safetensors") for d in ("a", "b", "b2")]
+    assert training_seconds(cards[2]) == pytest.approx(sum(c["training_time_s"] for c in cards))  # so do seconds
     train(_args(tmp_path / "b2", "--steps", "3", "--resume"), data=(x, None))  # a resumed fine-tune keeps its source
     assert training_steps(read_card(tmp_path / "b2" / "ema.safetensors")) == 3 + 1 + 3
     with pytest.raises(ValueError, match="differs from this run"):
