@@ -101,7 +101,7 @@ def main(argv=None):
         config = f"steps={steps}" + (f",particles={SMC_PARTICLES}" if method == "smc" else "")
         if m.delegates:
             picked, k = m.resolve(op, steps)
-            config = f"budget={steps} → {picked.name}, steps={k}"
+            config = f"budget={steps} → {picked.label()}, steps={k}"
         record(method, "invscore", config, nfe, xh, secs)
 
     # deepinv: same prior ([0, 1] wrapper), same operator (its SVD), same y (in [0, 1] units)

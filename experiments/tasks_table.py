@@ -36,7 +36,8 @@ Quality-vs-NFE curves: every method at NFE ∈ ``NFE_GRID`` (plus its table poin
 Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py [--n 16] [--curve-n 8] [--quick]``;
 writes ``experiments/results/tasks_table.{md,csv}``, ``tasks_nfe_<task>.png`` and ``tasks_samples.png``
 (another ``--out-prefix P``: ``P_samples.png``).
-The committed run took 50 min on one CPU thread beside the colorize run (``--quick``: 30 s).
+The committed run took 13 min on one CPU thread beside the colorize run on a quiet machine (50 min on a busy
+one; ``--quick``: 30 s).
 """
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ def run_task(task, prior, x, x_tune, args, log):
                     xh, got, secs = run_invscore(prior, op, y[:n_img], base, invscore_steps(base, nfe // k), k=k)
                 if base == "auto":
                     picked, steps = invscore_method("auto").resolve(op, nfe // k)
-                    config += f" → {picked.name}, steps={steps}"
+                    config += f" → {picked.label()}, steps={steps}"
                 record(lib, method, config, got, xh, secs, role, n_img)
             except Exception as err:  # noqa: BLE001 - report, don't hide
                 traceback.print_exc()

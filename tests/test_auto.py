@@ -32,6 +32,8 @@ def test_auto_runs_the_rule_within_the_budget(name, budget):
     if isinstance(op, operators.SVDOperator):  # every rule fits an SVD operator: it is used as written
         per_step = METHODS[res.method]().cost().nfe
         assert res.method == reached[-1][1] and res.nfe == min(budget // per_step, reached[-1][2]) * per_step
+        picked, _ = METHODS["auto"]().resolve(op, budget)
+        assert picked.changed() == reached[-1][3]  # the rule's options, over the method's defaults
 
 
 def test_a_rule_the_operator_cannot_take_falls_through():
@@ -49,4 +51,5 @@ def test_the_cli_default_is_auto_and_the_summary_names_the_method_that_ran(tmp_p
     assert main(["inpaint", "--n", "1", "--steps", "4", "--quiet", "--threads", "1", "--out", str(tmp_path / "r")]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["method"] == "mmps" and summary["method_asked"] == "auto" and summary["nfe"] == 4
-    assert "mmps 4 steps" in capsys.readouterr().out
+    assert summary["method_options"] == {"noise_scale": 0.7071}  # auto's choice states what it changed
+    assert "mmps(noise_scale=0.7071) 4 steps" in capsys.readouterr().out

@@ -80,7 +80,7 @@ def test_cli_method_configs_come_from_the_registry():
 
 def test_misuse_gets_one_line_errors():
     prior, op, y = inpainting_problem()
-    with pytest.raises(ValueError, match=r"'ddrm' does not take \['zeta'\]; its options are \['eta', 'eta_b', 'nu_max', 'r_max'\]"):
+    with pytest.raises(ValueError, match=r"'ddrm' does not take \['zeta'\]; its options are \['eta', 'eta_b', 'noise_scale', 'nu_max', 'r_max'\]"):
         solve(prior, op, y, method="ddrm", zeta=1.0)
     with pytest.raises(ValueError, match="go to the Method object itself"):
         solve(prior, op, y, method=HalfDPS(), zeta=1.0)

@@ -15,12 +15,18 @@ from .compose import compose_config, expand_sweep, group_options, merge_override
 __all__ = ["main", "CLIError"]
 
 
+def _options(summary: dict) -> str:
+    opts = summary.get("method_options") or {}
+    return f"({', '.join(f'{k}={v!r}' for k, v in opts.items())})" if opts else ""
+
+
 def _report(summary: dict) -> str:
     m = summary.get("metrics") or {}
     verb = "" if summary.get("verb", summary["task"]) == summary["task"] else f"{summary['verb']} "
     procs = f" on {summary['processes']} processes" if summary.get("processes", 1) > 1 else ""
     parts = [f"{verb}{summary['task']}: {summary.get('n_images')} image(s){procs}",
-             f"{summary.get('method') or summary.get('sampler')} {summary.get('steps')} steps, NFE {summary.get('nfe')}"
+             f"{summary.get('method') or summary.get('sampler')}{_options(summary)} {summary.get('steps')} steps, "
+             f"NFE {summary.get('nfe')}"
              + (f" + {summary['backward_passes']} backward" if summary.get("backward_passes") else "")
              + (f", autoencoder {summary['autoencoder_passes']} + {summary['autoencoder_backward']} backward"
                 if summary.get("autoencoder_passes") else ""),

@@ -1,8 +1,9 @@
-"""``method="auto"``: one default that picks, per operator kind and NFE budget, the method the tasks table
-measured best (``experiments/tasks_table.py``), with that method's own defaults. Its ``steps`` is the budget.
+"""``method="auto"``: one default that picks, per operator kind and NFE budget, the method (and options) the
+benchmarks measured best (``experiments/tasks_table.py``; held-out images for the options). Its ``steps`` is
+the budget.
 
 The choice is data, :data:`RULES`: for each operator kind a list of ``(smallest budget, method, most
-steps)``; the last entry the budget reaches wins. The evidence for each row is cited beside it; rerun the
+steps, options)``; the last entry the budget reaches wins. The evidence for each row is cited beside it; rerun the
 table to revise them. The budget is the network evaluations per image (forward passes; a gradient method's
 backward passes come on top and are reported by ``SolveResult.vjp``).
 """
@@ -10,31 +11,34 @@ from __future__ import annotations
 
 from .methods import Cost, Method, get_method, register_method
 
-__all__ = ["AutoMethod", "RULES", "operator_kind"]
+__all__ = ["AutoMethod", "RULES", "LOW_T", "operator_kind"]
 
-#: operator kind -> [(smallest budget, method, most steps worth taking)], by increasing budget: the last entry
-#: whose budget the request reaches is used, with min(budget // its NFE per step, most steps) steps — more
-#: steps are not always better (MMPS peaks at 20). Evidence: experiments/results/tasks_table.{md,csv} (held-out
-#: Fashion-MNIST, σ_y = 0.05; table points on 16 images, curve points on 8; one run, so a claim about that
-#: prior and those images) and colorization.md (32 emoji test images):
-#: inpainting: MMPS leads at 10–50 NFE (centre 19.69 / 19.78 dB at 10 / 20, random 20.98 / 22.94 on the curve
-#: images; PnP-Flow at 50: 18.91 / 21.65), PnP-Flow at 100 (16 images: centre 21.60 against MMPS-20's 20.85,
-#: random 23.79 against 22.75); deblur (FFT): DDRM at every budget (22.39 at 10 against ΠGDM's 21.73, 22.94
-#: at 20; 16 images: 23.68 at 50, 23.75 at 100, PnP-DM 23.29); ×4 SR: MMPS at 10–20 (18.12 / 19.17),
-#: PnP-Flow from 50 (19.34 at 50 against MMPS-20's 19.17, a thin margin; 16 images at 100: 20.99, PnP-DM 20.08,
-#: DDRM-50 19.29; its LPIPS is worse, 0.056 against DDRM-50's 0.045); colorization (tasks_table_colorize.md,
-#: 32 emoji test images, σ_y = 0.05; the same order at σ_y = 0, colorization.md): DDRM below 100 (curve images:
-#: 23.27 dB at 10 NFE against MMPS's 20.06; table: DDRM-50 22.79 against MMPS-20's 21.11), PnP-Flow at 100
-#: (24.82 dB, LPIPS 0.061, the best run at ≤ 100 NFE; DPS 23.43; at σ_y = 0 25.70 against DPS's 24.50). DiffPIR and DAPS lead on no task at their defaults. Kinds without a table fall back to DDRM (SVD),
-#: ΠGDM (linear) and DPS.
-RULES: dict[str, list[tuple[int, str, int]]] = {
-    "inpaint": [(1, "mmps", 20), (100, "pnpflow", 20)],
-    "deblur": [(1, "ddrm", 100)],
-    "superres": [(1, "mmps", 20), (50, "pnpflow", 20)],
-    "colorize": [(1, "ddrm", 100), (100, "pnpflow", 20)],
-    "svd": [(1, "ddrm", 50)],
-    "linear": [(1, "pigdm", 50)],
-    "nonlinear": [(1, "dps", 1000)],
+#: deepinv's DDRM draws its noise at 1/√2 of the level it tells the denoiser; auto's low-temperature choices
+#: take the same factor (``noise_scale``, see ``_DDIMMethod``) rather than one tuned here
+LOW_T = {"noise_scale": 0.7071}
+
+#: operator kind -> [(smallest budget, method, most steps worth taking, options)], by increasing budget: the
+#: last entry whose budget the request reaches is used, with min(budget // its NFE per step, most steps) steps
+#: and those options over the method's defaults — more steps are not always better (MMPS peaks at 20).
+#: Evidence (2026-12-05; held-out images no table scores or tunes on: Fashion-MNIST test 200–215 and emoji test
+#: randperm(seed 0)[36:52], σ_y = 0.05, 2 seeds; PSNR dB): at noise_scale 1/√2 MMPS-20 gains +1.65 (centre
+#: box, 23.95), +0.37 (random 70 %, 24.02), +1.18 (×4 SR, 21.39); at 10 NFE +1.18 / −0.37 / +0.93; DDRM on
+#: FFT deblurring +0.84 / +1.00 / +0.80 / +0.83 at 10 / 20 / 50 / 100 steps (25.12 at 100) and on colorization
+#: +0.60 / +0.67 at 10 / 20. PnP-Flow at 100 NFE: centre 23.88, random 24.07, SR 22.04, colorization 21.72 (DDRM
+#: at 1/√2, 100 steps: 20.69). Earlier evidence for the method order: experiments/results/tasks_table.md,
+#: colorization.md. The price: below noise_scale 1 the draws are under-dispersed (experiments/calibration.py),
+#: so auto's inpainting, SR, deblurring and colorization results below PnP-Flow's budget are low-temperature
+#: samples, near the posterior mean; for posterior samples (spread, uncertainty) name the method, whose
+#: noise_scale defaults to 1. DiffPIR and DAPS lead on no task at their defaults. Kinds without a table fall
+#: back to DDRM (SVD), ΠGDM (linear) and DPS, at their defaults.
+RULES: dict[str, list[tuple[int, str, int, dict]]] = {
+    "inpaint": [(1, "mmps", 20, LOW_T), (100, "pnpflow", 20, {})],
+    "deblur": [(1, "ddrm", 100, LOW_T)],
+    "superres": [(1, "mmps", 20, LOW_T), (50, "pnpflow", 20, {})],
+    "colorize": [(1, "ddrm", 100, LOW_T), (100, "pnpflow", 20, {})],
+    "svd": [(1, "ddrm", 50, {})],
+    "linear": [(1, "pigdm", 50, {})],
+    "nonlinear": [(1, "dps", 1000, {})],
 }
 
 
@@ -72,8 +76,8 @@ class AutoMethod(Method):
         # a rule whose method does not fit this operator (DDRM on a spatial blur without an SVD) falls through
         # to the general kinds after it
         for kind in dict.fromkeys((operator_kind(operator), "svd", "linear", "nonlinear")):
-            reached = [(name, most) for need, name, most in RULES[kind] if need <= budget]
-            chosen = get_method(reached[-1][0]) if reached else None
+            reached = [(name, most, opts) for need, name, most, opts in RULES[kind] if need <= budget]
+            chosen = get_method(reached[-1][0], **reached[-1][2]) if reached else None
             if chosen is not None and _fits(chosen, operator):
                 return chosen, max(1, min(budget // chosen.cost().nfe, reached[-1][1]))
         raise AssertionError("RULES['nonlinear'] names a method for any operator")  # pragma: no cover

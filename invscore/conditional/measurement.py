@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..samplers.common import check_noise_scale
 from ..sde import bcast
 from ..utils import per_sample
 from .guided import Term
@@ -103,11 +104,15 @@ class DDRMCorrection(_SpectralTerm):
     at 20 / 200 steps without the cut, ≤ 0.02 with it; FFT Gaussian deblurring of 8 held-out Fashion-MNIST
     images (σ_y = 0.05, η = 0.85, 3 seeds) gives 22.08 / 22.31 / 21.87 dB at 20 / 50 / 100 steps without
     the cut, 21.98 / 22.53 / 22.73 with ``nu_max = 2``. ``nu_max = inf`` is eq. 8 on every s_i > 0.
+
+    ``noise_scale`` multiplies every ε above and in :meth:`initial` (with the DDIM step's, see
+    :func:`~invscore.samplers.sample_ddim`): 1 is DDRM; deepinv's implementation draws at 1/√2.
     """
 
     def __init__(self, op, y, sigma_y=None, eta: float = 0.85, eta_b: float = 1.0, unmeasured: str = "kawar",
-                 nu_max: float = 2.0):
+                 nu_max: float = 2.0, noise_scale: float = 1.0):
         super().__init__(op, y, sigma_y, "ddrm")
+        self.noise_scale = check_noise_scale(noise_scale)
         if not 0 <= eta <= 1:
             raise ValueError(f"DDRM needs 0 <= eta <= 1, got {eta}")
         if unmeasured not in ("kawar", "ddim"):
@@ -126,7 +131,7 @@ class DDRMCorrection(_SpectralTerm):
         where measured with ν_i <= r_T, z_i = r_T ε_i elsewhere; returns x_T = α_T V z."""
         sde = model.sde
         a, r = sde.alpha(t), per_sample(sde.ratio(t), x)[:, None]
-        z = r * _spectral_noise(self.op, x, generator)
+        z = r * self.noise_scale * _spectral_noise(self.op, x, generator)
         # a coordinate noisier than the start (ν > r_T, only below nu_max) starts unmeasured: ȳ alone would
         # carry more noise than the state's r_T
         head = torch.where(r >= self.nu, self.ybar + torch.sqrt((r**2 - self.nu**2).clamp_min(0)) * z[:, :self.R] / r,
@@ -147,7 +152,7 @@ class DDRMCorrection(_SpectralTerm):
         z0 = z0_full[:, :self.R]
         nu, eta, eta_b = self.nu, self.eta, self.eta_b
         # one draw serves both parts: measured and unmeasured coordinates of an orthonormal V are independent
-        e = None if final else _spectral_noise(self.op, x, generator)
+        e = None if final else self.noise_scale * _spectral_noise(self.op, x, generator)
         eps = 0 if final else e[:, :self.R]
         if not final and self.unmeasured == "kawar":
             # unmeasured coordinates: DDIM(η) -> DDRM eq. 7 (top)

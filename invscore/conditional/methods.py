@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..samplers import sample_ddim, sample_pc
+from ..samplers.common import GRIDS, check_noise_scale
 from .guided import Guided
 from .measurement import DDRMCorrection, DPS, MMPS, PiGDM, Projection
 from .smc import sample_smc
@@ -45,7 +46,7 @@ class Method:
     description: ClassVar[str] = ""
     needs: ClassVar[str] = "any"  # 'any' (differentiable), 'linear' or 'svd'
     steps: ClassVar[int] = 50
-    grid: ClassVar[str] = "uniform"  # 'uniform' (Song et al. 2021) or 'edm' (Karras et al. 2022, eq. 5)
+    grid: ClassVar[str] = "uniform"  # 'uniform' (Song et al. 2021), 'edm' (Karras et al. 2022, eq. 5) or 'linear' in σ/α
     defaults: ClassVar[dict] = {}
     nfe_per_step: ClassVar[int] = 1
     vjp_per_step: ClassVar[int] = 0
@@ -58,8 +59,8 @@ class Method:
         super().__init_subclass__(**kwargs)
         if cls.needs not in NEEDS:
             raise ValueError(f"method {cls.name!r} declares needs={cls.needs!r}; expected one of {sorted(NEEDS)}")
-        if cls.grid not in ("uniform", "edm"):
-            raise ValueError(f"method {cls.name!r} declares grid={cls.grid!r}; expected 'uniform' or 'edm'")
+        if cls.grid not in GRIDS:
+            raise ValueError(f"method {cls.name!r} declares grid={cls.grid!r}; expected one of {GRIDS}")
 
     def __init__(self, **options):
         unknown = sorted(set(options) - set(self.defaults))
@@ -67,6 +68,15 @@ class Method:
             raise ValueError(f"method {self.name!r} does not take {unknown}; its options are "
                              f"{sorted(self.defaults) or 'none'}")
         self.options = {**self.defaults, **options}
+
+    def changed(self) -> dict:
+        """The options that differ from the method's defaults (what a report must state beside its name)."""
+        return {k: v for k, v in self.options.items() if self.defaults.get(k) != v}
+
+    def label(self) -> str:
+        """The name, with the options that differ from the defaults: ``mmps(noise_scale=0.7071)``."""
+        ch = self.changed()
+        return self.name + (f"({', '.join(f'{k}={v!r}' for k, v in ch.items())})" if ch else "")
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -177,10 +187,16 @@ class ProjectionMethod(Method):
 
 
 class _DDIMMethod(Method):
-    """Terms around DDIM(η) (Song, Meng & Ermon 2021, eq. 12)."""
+    """Terms around DDIM(η) (Song, Meng & Ermon 2021, eq. 12); ``noise_scale`` multiplies the injected noise
+    (EDM's S_noise, Karras et al. 2022, Alg. 2): 1, the default, samples the posterior the method targets; below
+    1 a low-temperature chain, nearer the posterior mean (higher PSNR, less texture)."""
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.options["noise_scale"] = check_noise_scale(self.options["noise_scale"])
 
     def sample(self, model, x, ts, **kw):
-        return sample_ddim(model, x, ts, eta=self.options["eta"], **kw)
+        return sample_ddim(model, x, ts, eta=self.options["eta"], noise_scale=self.options["noise_scale"], **kw)
 
 
 @register_method
@@ -204,7 +220,7 @@ class DDRMMethod(_DDIMMethod):
 
     name, needs, steps = "ddrm", "svd", 50
     description = "DDRM: spectral DDIM with eta, eta_b (SVD operators)"
-    defaults = {"eta": 0.85, "eta_b": 1.0, "nu_max": 2.0, "r_max": 2.0}
+    defaults = {"eta": 0.85, "eta_b": 1.0, "nu_max": 2.0, "r_max": 2.0, "noise_scale": 1.0}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -220,7 +236,8 @@ class DDRMMethod(_DDIMMethod):
 
     def terms(self, op, y, sigma_y):
         o = self.options
-        return [DDRMCorrection(op, y, sigma_y, eta=o["eta"], eta_b=o["eta_b"], nu_max=o["nu_max"])]
+        return [DDRMCorrection(op, y, sigma_y, eta=o["eta"], eta_b=o["eta_b"], nu_max=o["nu_max"],
+                               noise_scale=o["noise_scale"])]
 
     def run(self, model, op, y, ts, sigma_y, guidance=(), generator=None, **kw):
         """DDIM(η) with the DDRM correction from DDRM's initialisation at ``ts[0]`` (Kawar et al. 2022, eq. 7–8
@@ -255,7 +272,7 @@ class PiGDMMethod(_DDIMMethod):
 
     name, needs, steps, vjp_per_step = "pigdm", "linear", 50, 1
     description = "ΠGDM: pseudoinverse guidance, one VJP per step (linear operators)"
-    defaults = {"weight": 1.0, "eta": 1.0}
+    defaults = {"weight": 1.0, "eta": 1.0, "noise_scale": 1.0}
 
     def terms(self, op, y, sigma_y):
         return [PiGDM(op, y, sigma_y, weight=self.options["weight"])]
@@ -268,7 +285,7 @@ class MMPSMethod(_DDIMMethod):
 
     name, needs, steps, grid = "mmps", "linear", 20, "edm"
     description = "MMPS: moment-matched Gaussian p(x0|x_t) with Tweedie's covariance, CG (linear operators)"
-    defaults = {"cg_iters": 1, "weight": 1.0, "eta": 1.0}
+    defaults = {"cg_iters": 1, "weight": 1.0, "eta": 1.0, "noise_scale": 1.0}
 
     def cost(self) -> Cost:
         return Cost(1, int(self.options["cg_iters"]))  # the guidance reuses the CG steps' VJPs

@@ -200,6 +200,7 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
         return None
     done = sorted((d for part in parts for d in part), key=lambda d: d["batch"])
     return {"method": picked, **({"method_asked": method} if picked != method else {}),
+            **({"method_options": run[0].changed()} if run[0].changed() else {}),
             "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
             "backward_passes": max(d["vjp"] for d in done),
             **({"autoencoder_passes": max(d.get("ae", [0, 0])[0] for d in done),

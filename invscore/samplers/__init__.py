@@ -32,7 +32,7 @@ SAMPLERS = {
 def sample(model, shape, method: str = "ode_heun", steps: int = 50, grid: str | None = None, generator=None,
            device=None, dtype=torch.float32, callback=None, **kwargs) -> SampleResult:
     """Draw ``shape`` samples from ``model`` (a Diffusion): start at ``sde.prior_sampling`` and run
-    ``method`` (one of :data:`SAMPLERS`) over ``steps`` steps of a ``grid`` ('uniform' or 'edm'; default
+    ``method`` (one of :data:`SAMPLERS`) over ``steps`` steps of a ``grid`` ('uniform', 'edm' or 'linear'; default
     'edm' for ODE/DDIM samplers, 'uniform' for SDE ones, as their papers). ``'rk45'`` chooses its own
     steps (tolerances ``rtol``, ``atol``) and takes no grid or callback."""
     if method not in SAMPLERS:

@@ -7,7 +7,10 @@ import torch
 
 from ..sde import SDE
 
-__all__ = ["SampleResult", "time_grid", "FiniteGuard", "check_start", "prepare", "emit", "finish"]
+#: the time grids :func:`time_grid` builds
+GRIDS = ("uniform", "edm", "linear")
+
+__all__ = ["SampleResult", "GRIDS", "time_grid", "check_noise_scale", "FiniteGuard", "check_start", "prepare", "emit", "finish"]
 
 
 @dataclass
@@ -26,7 +29,10 @@ def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0, dev
 
     ``'uniform'`` is uniform in t (Song et al. 2021); ``'edm'`` spaces the noise-to-signal ratio
     ``r = sigma/alpha`` as ``r_i = (r_max^{1/ρ} + i/N (r_min^{1/ρ} − r_max^{1/ρ}))^ρ`` (Karras et al. 2022,
-    eq. 5) and maps back to t, which spends steps where the data's structure is resolved.
+    eq. 5) and maps back to t, which spends steps where the data's structure is resolved; ``'linear'`` is
+    uniform in r, ``r_i = r_max (1 − i/N)`` with ``t_N = t_min`` (deepinv's DDRM and DiffPIR schedules,
+    σ = linspace(σ_max, 0)): the last network call is at r_max/N, so a short chain returns the Tweedie
+    estimate at that level, which averages over the detail below it.
     """
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -46,9 +52,26 @@ def time_grid(sde: SDE, steps: int, kind: str = "uniform", rho: float = 7.0, dev
         r = (r_max ** (1 / rho) + i * (r_min ** (1 / rho) - r_max ** (1 / rho))) ** rho
         ts = sde.time_to_ratio_grid(r)
         ts[0], ts[-1] = t0, sde.t_min
+    elif kind == "linear":
+        r_max = sde.ratio(torch.tensor(t0, dtype=torch.float64))
+        r = r_max * torch.linspace(1, 0, int(steps) + 1, dtype=torch.float64)[:-1]
+        ts = torch.cat([sde.time_to_ratio_grid(r), torch.tensor([sde.t_min], dtype=torch.float64)])
+        ts[0] = t0
+        if not bool((ts[1:] < ts[:-1]).all()):
+            raise ValueError(f"a linear grid of {steps} steps from sigma/alpha = {float(r_max):.3g} has steps below "
+                             f"the SDE's smallest ratio; use fewer steps or another grid")
     else:
-        raise ValueError(f"unknown time grid {kind!r}; expected 'uniform' or 'edm'")
+        raise ValueError(f"unknown time grid {kind!r}; expected one of {GRIDS}")
     return ts.to(device=device, dtype=dtype)
+
+
+def check_noise_scale(noise_scale) -> float:
+    """``noise_scale`` as a float in [0, 1], or a one-line ValueError (above 1 the chain over-disperses, and no
+    method here is measured there)."""
+    if isinstance(noise_scale, bool) or not isinstance(noise_scale, (int, float)) or not 0 <= noise_scale <= 1:
+        raise ValueError(f"noise_scale multiplies the injected noise: a number in [0, 1] (1: sample the model; "
+                         f"1/√2 ≈ 0.707: deepinv's DDRM), got {noise_scale!r}")
+    return float(noise_scale)
 
 
 def check_start(x: torch.Tensor, ts: torch.Tensor, sde: SDE) -> torch.Tensor:
