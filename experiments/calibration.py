@@ -32,9 +32,12 @@ from invscore.priors import CallablePrior
 from tasks_table import SIGMA_Y, TASKS
 
 #: (label, library, method, steps or NFE, deepinv settings): invscore's methods at their default steps (PnP-Flow
-#: at the tasks table's 100 NFE) and deepinv's DDRM at 100 NFE with both of its tuning candidates
+#: at the tasks table's 100 NFE), ``auto``'s low-temperature choice at a budget of 20, and deepinv's DDRM at 100 NFE
+#: with both of its tuning candidates
 RUNS = [("ddrm-50", "invscore", "ddrm", 50, None), ("pnpflow-100", "invscore", "pnpflow", 20, None),
         ("mmps-20", "invscore", "mmps", 20, None), ("pigdm-50", "invscore", "pigdm", 50, None),
+        # auto at budget 20: MMPS-20 (inpainting, SR) or DDRM-20 (deblur) at noise_scale 1/√2, low temperature
+        ("auto-20 (noise_scale 1/√2)", "invscore", "auto", 20, None),
         ("dinv_ddrm-100 (eta 0.85)", "deepinv", "dinv_ddrm", 100, dict(eta=0.85, etab=1.0)),
         ("dinv_ddrm-100 (eta 1)", "deepinv", "dinv_ddrm", 100, dict(eta=1.0, etab=1.0))]
 
