@@ -33,7 +33,7 @@ evaluations per image; seconds per image = wall time of the batched run / N (one
 Quality-vs-NFE curves: every method at NFE ∈ ``NFE_GRID`` (plus its table point), on the first
 ``--curve-n`` images of the same set.
 
-Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py [--n 16] [--curve-n 8] [--quick]``;
+Run: ``OMP_WAIT_POLICY=PASSIVE python experiments/tasks_table.py [--n 16] [--curve-n 16] [--quick]``;
 writes ``experiments/results/tasks_table.{md,csv}``, ``tasks_nfe_<task>.png`` and ``tasks_samples.png``
 (another ``--out-prefix P``: ``P_samples.png``).
 The committed run took 13 min on one CPU thread beside the colorize run on a quiet machine (50 min on a busy
@@ -299,7 +299,7 @@ def main(argv=None):
     ap.add_argument("--prior", default="fashion_mnist", help="shipped name or .safetensors path (gray 1×32×32)")
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--n", type=int, default=16, help="scored test images (table)")
-    ap.add_argument("--curve-n", type=int, default=8, help="images for the extra NFE-curve points")
+    ap.add_argument("--curve-n", type=int, default=16, help="images for the extra NFE-curve points (and the ≤ 10 NFE pairing)")
     ap.add_argument("--nfe-grid", type=int, nargs="+", default=NFE_GRID)
     ap.add_argument("--tune-nfe", type=int, default=TUNE_NFE)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(ALL_TASKS))

@@ -33,7 +33,30 @@ def test_auto_runs_the_rule_within_the_budget(name, budget):
         per_step = METHODS[res.method]().cost().nfe
         assert res.method == reached[-1][1] and res.nfe == min(budget // per_step, reached[-1][2]) * per_step
         picked, _ = METHODS["auto"]().resolve(op, budget)
-        assert picked.changed() == reached[-1][3]  # the rule's options, over the method's defaults
+        options = dict(reached[-1][3])
+        grid = options.pop("grid", METHODS[res.method].grid)
+        assert picked.changed() == options and picked.grid == grid  # the rule's options, over the method's defaults
+
+
+def test_a_rules_grid_is_the_grid_solve_runs_on():
+    from invscore.samplers.common import time_grid
+    from invscore.sde import make_sde
+    op, y = _problem("sr_avgpool")
+    rule = [r for r in RULES["superres"] if r[0] <= 10][-1]
+    assert rule[3].get("grid") == "uniform" != METHODS[rule[1]].grid  # the case this checks
+    seen = []
+    solve(PRIOR, op, y, steps=10, generator=torch.Generator().manual_seed(2), callback=lambda d: seen.append(d["t"]))
+    picked, steps = METHODS["auto"]().resolve(op, 10)
+    assert picked.label() == "mmps(noise_scale=0.7071, grid='uniform')"
+    ts = time_grid(make_sde("vp"), steps, "uniform", r_max=picked.start_ratio(PRIOR))
+    torch.testing.assert_close(torch.stack([torch.as_tensor(t, dtype=torch.float64) for t in seen]), ts[1:])
+
+
+def test_a_rule_naming_an_unknown_grid_is_refused():
+    from invscore.conditional.auto import build
+    with pytest.raises(ValueError, match="time grid 'cosine'"):
+        build("mmps", {"grid": "cosine"})
+    assert build("mmps", {"noise_scale": 0.5}).grid == METHODS["mmps"].grid
 
 
 def test_a_rule_the_operator_cannot_take_falls_through():

@@ -68,3 +68,21 @@ def test_posterior_mean_rows_average_k_independent_samples_at_k_times_the_nfe():
     assert nfe == 3 * ref.nfe and mean.shape == x.shape
     assert torch.allclose(mean, ref.x.reshape(2, 3, 1, 32, 32).mean(1))
     assert ref.x[0].sub(ref.x[1]).abs().max() > 1e-3  # the 3 draws of one y differ: the mean is not one sample
+
+
+def test_held_out_runs_parse_as_written_and_on_the_shell():
+    ho = _load("held_out")
+    assert ho.parse_run("mmps:noise_scale=0.7071,grid='uniform'@10") == ("mmps", {"noise_scale": 0.7071,
+                                                                                   "grid": "uniform"}, 10)
+    assert ho.parse_run("mmps:grid=uniform@20") == ("mmps", {"grid": "uniform"}, 20)  # quotes a shell stripped
+    assert ho.parse_run("dinv_ddrm@20") == ("dinv_ddrm", {}, 20)
+
+
+def test_held_out_scores_a_run_against_deepinvs_ddrm(tmp_path, monkeypatch):
+    pytest.importorskip("deepinv")
+    ho = _load("held_out")
+    monkeypatch.setattr(ho, "RESULTS", tmp_path)
+    ho.main(["--n", "2", "--seeds", "1", "--threads", "1", "--tasks", "inpaint_center", "--runs",
+             "mmps:grid=uniform@4", "dinv_ddrm:eta=1.0@20", "--out-prefix", "t"])
+    text = (tmp_path / "t.md").read_text()
+    assert "mmps:grid=uniform@4" in text and "+0.00 ± 0.00" in text  # the reference against itself

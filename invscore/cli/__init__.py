@@ -16,7 +16,13 @@ __all__ = ["main", "CLIError"]
 
 
 def _options(summary: dict) -> str:
-    opts = summary.get("method_options") or {}
+    """The picked method's options beside its name, with its time grid where the run used another than the
+    method's own (``auto``'s choices may)."""
+    from ..conditional import METHODS
+    opts = dict(summary.get("method_options") or {})
+    own = getattr(METHODS.get(summary.get("method")), "grid", None)
+    if own is not None and summary.get("grid") not in (None, own):
+        opts["grid"] = summary["grid"]
     return f"({', '.join(f'{k}={v!r}' for k, v in opts.items())})" if opts else ""
 
 

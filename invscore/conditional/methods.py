@@ -74,8 +74,9 @@ class Method:
         return {k: v for k, v in self.options.items() if self.defaults.get(k) != v}
 
     def label(self) -> str:
-        """The name, with the options that differ from the defaults: ``mmps(noise_scale=0.7071)``."""
-        ch = self.changed()
+        """The name, with the options that differ from the defaults and a time grid other than the class's:
+        ``mmps(noise_scale=0.7071, grid='uniform')``."""
+        ch = {**self.changed(), **({"grid": self.grid} if self.grid != type(self).grid else {})}
         return self.name + (f"({', '.join(f'{k}={v!r}' for k, v in ch.items())})" if ch else "")
 
     def __repr__(self) -> str:

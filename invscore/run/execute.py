@@ -201,7 +201,8 @@ def _run_inverse(cfg, prior, op, x01, names, guidance, sh: Shard, run_dir: Path,
     done = sorted((d for part in parts for d in part), key=lambda d: d["batch"])
     return {"method": picked, **({"method_asked": method} if picked != method else {}),
             **({"method_options": run[0].changed()} if run[0].changed() else {}),
-            "operator": dict(cfg.operator), "steps": steps, "nfe": max(d["nfe"] for d in done),
+            "operator": dict(cfg.operator), "steps": steps, "grid": cfg.method.get("grid") or run[0].grid,
+            "nfe": max(d["nfe"] for d in done),
             "backward_passes": max(d["vjp"] for d in done),
             **({"autoencoder_passes": max(d.get("ae", [0, 0])[0] for d in done),
                 "autoencoder_backward": max(d.get("ae", [0, 0])[1] for d in done)}
