@@ -299,7 +299,8 @@ def main(argv=None):
     ap.add_argument("--prior", default="fashion_mnist", help="shipped name or .safetensors path (gray 1×32×32)")
     ap.add_argument("--dataset", default="fashion_mnist")
     ap.add_argument("--n", type=int, default=16, help="scored test images (table)")
-    ap.add_argument("--curve-n", type=int, default=16, help="images for the extra NFE-curve points (and the ≤ 10 NFE pairing)")
+    ap.add_argument("--curve-n", type=int, default=16,
+                    help="images for the extra NFE-curve points (and the ≤ 10 NFE pairing)")
     ap.add_argument("--nfe-grid", type=int, nargs="+", default=NFE_GRID)
     ap.add_argument("--tune-nfe", type=int, default=TUNE_NFE)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(ALL_TASKS))

@@ -31,8 +31,9 @@ LOW_T = {"noise_scale": 0.7071}
 #: and behind at 100 (+0.30 vs +0.36, the default r_max's); colorization with η = 1 −0.79 / −0.21 / +0.55 at
 #: 10 / 20 / 50 (η = 0.85: −1.39 / −0.72 / +0.10), and DDRM at 100 steps (+0.02) or PnP-Flow at 100 NFE (+0.21)
 #: are no better than at 50; PnP-Flow at 50 / 100 NFE: SR +0.36 / +0.76 (so from 100), centre +0.21 / +1.05,
-#: random −0.48 / +0.49 (MMPS-20 +0.87 and +0.75: level on the two, so from 100 as before). 2026-12-05 (images 200–215, 2 seeds): noise_scale 1/√2 gains +1.65 / +0.37 /
-#: +1.18 dB on MMPS-20 (centre, random, SR) and +0.8 to +1.0 on DDRM deblurring at 10–100 steps; PnP-Flow at
+#: random −0.48 / +0.49 (MMPS-20 +0.87 and +0.75: level on the two, so from 100 as before). 2026-12-05
+#: (images 200–215, 2 seeds): noise_scale 1/√2 gains +1.65 / +0.37 / +1.18 dB on MMPS-20 (centre, random, SR)
+#: and +0.8 to +1.0 on DDRM deblurring at 10–100 steps; PnP-Flow at
 #: 100 NFE: centre 23.88, random 24.07, SR 22.04 (beyond MMPS's best). Earlier evidence for the method order:
 #: experiments/results/tasks_table.md, colorization.md. The price: below noise_scale 1 the draws are
 #: under-dispersed (experiments/calibration.py), so auto's results below PnP-Flow's budget are low-temperature
